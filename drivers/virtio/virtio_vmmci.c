@@ -1,0 +1,555 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Driver for the VMM control interface (vmmci) of OpenBSD's vmd(8).
+ *
+ * vmd gives every guest a legacy virtio device without virtqueues.  The
+ * host raises a command in its config space to ask the guest to shut down
+ * or reboot ("vmctl stop" asks for a reboot and turns the guest's reset
+ * into a power-off), or to tell it that the host clock jumped (SYNCRTC,
+ * e.g. after the host resumed from suspend).  The guest acknowledges a
+ * command by writing it back; vmd kills a guest that has not acknowledged
+ * a stop within three seconds.  The config space also holds the host's
+ * wall clock with microsecond resolution, sampled when it is read.
+ *
+ * This driver acknowledges and carries out the commands, steps the clock
+ * to host time on SYNCRTC, tells the host when the guest powers itself
+ * off, and measures the guest's clock drift periodically for sysfs.
+ */
+
+#include <linux/delay.h>
+#include <linux/device.h>
+#include <linux/math64.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/reboot.h>
+#include <linux/sysfs.h>
+#include <linux/time64.h>
+#include <linux/timekeeping.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+#include <linux/workqueue.h>
+
+/*
+ * Device config space.  vmd decodes only aligned 32-bit accesses; the
+ * virtio_pci quirk for this device makes the transport use nothing else.
+ * Reading TIME_SEC latches the host clock; TIME_USEC then returns the
+ * microseconds of that sample, so TIME_SEC must be read first.
+ */
+#define VMMCI_CONFIG_COMMAND	0	/* u32: request, and its ack */
+#define VMMCI_CONFIG_TIME_SEC	4	/* u64: host time, seconds */
+#define VMMCI_CONFIG_TIME_USEC	12	/* u64: host time, microseconds */
+
+/* Feature bits */
+#define VMMCI_F_TIMESYNC	0	/* host time registers */
+#define VMMCI_F_ACK		1	/* commands are acknowledged */
+#define VMMCI_F_SYNCRTC		2	/* host sends SYNCRTC */
+
+/* Commands */
+#define VMMCI_NONE		0
+#define VMMCI_SHUTDOWN		1
+#define VMMCI_REBOOT		2
+#define VMMCI_SYNCRTC		3
+
+/* vmd's private virtio device id (its PCI subsystem id) and vendor */
+#define VIRTIO_ID_VMMCI		0xffff
+#define VIRTIO_VENDOR_OPENBSD	0x0b5d
+
+/*
+ * Plausible host times: vmmci appeared in 2017, and vmd delivers the
+ * seconds as 32 bits (its high dword always reads 0).
+ */
+#define VMMCI_HOST_SEC_MIN	1483228800LL	/* 2017-01-01T00:00:00Z */
+#define VMMCI_HOST_SEC_MAX	((s64)U32_MAX)
+
+/*
+ * Two host samples read back to back may differ by the guest time that
+ * passed between them plus this much: two microsecond truncations, and
+ * room for host and guest clocks running at slightly different rates.
+ */
+#define VMMCI_SAMPLE_SLACK_NS	(200 * NSEC_PER_USEC)
+
+/* How long a guest power-off waits for vmd, which ends it after 3 s */
+#define VMMCI_POWEROFF_WAIT_MS	10000
+
+struct vmmci {
+	struct virtio_device *vdev;
+	struct work_struct cmd_work;
+	struct delayed_work drift_work;
+	/* Serialises config space access (the time latch) and the fields below */
+	struct mutex lock;
+	/* Last command acted on, to ignore the ones vmd leaves in place */
+	u32 last_cmd;
+	/* Last new value seen in COMMAND, for sysfs */
+	u32 last_request;
+	/* A host shutdown or reboot is under way */
+	bool stopping;
+	bool drift_valid;
+	s64 drift_ns;
+	u64 drift_uncertainty_ns;
+	s64 last_sync_offset_ns;
+	u64 sync_count;
+};
+
+/* A host clock sample and the guest time it was taken at */
+struct vmmci_sample {
+	s64 host_ns;
+	s64 guest_ns;		/* midpoint of the bracket */
+	u64 bracket_ns;		/* guest time the register reads took */
+};
+
+static unsigned int drift_interval_sec = 15;
+
+static int param_set_drift_interval(const char *val,
+				    const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, 1, 3600);
+}
+
+static const struct kernel_param_ops drift_interval_ops = {
+	.set = param_set_drift_interval,
+	.get = param_get_uint,
+};
+module_param_cb(drift_interval_sec, &drift_interval_ops, &drift_interval_sec,
+		0644);
+MODULE_PARM_DESC(drift_interval_sec,
+		 "Seconds between clock drift measurements (1-3600, default 15)");
+
+static bool vmmci_has_ack(struct vmmci *vi)
+{
+	return virtio_has_feature(vi->vdev, VMMCI_F_ACK);
+}
+
+static void vmmci_ack(struct vmmci *vi, u32 cmd)
+{
+	if (vmmci_has_ack(vi))
+		virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, cmd);
+}
+
+/*
+ * Read the host clock, bracketed by guest CLOCK_REALTIME reads.  Returns
+ * -ERANGE if the registers hold no plausible time.
+ */
+static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
+				s64 *before_ns, s64 *after_ns)
+{
+	u64 sec, usec;
+
+	*before_ns = ktime_get_real_ns();
+	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
+	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
+	*after_ns = ktime_get_real_ns();
+
+	if (sec < VMMCI_HOST_SEC_MIN || sec > VMMCI_HOST_SEC_MAX ||
+	    usec >= USEC_PER_SEC) {
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "ignoring invalid host time %llu s %llu us\n",
+				     sec, usec);
+		return -ERANGE;
+	}
+	*host_ns = sec * NSEC_PER_SEC + usec * NSEC_PER_USEC;
+	return 0;
+}
+
+/*
+ * Take two host samples back to back and keep the second.  A host clock
+ * that goes backwards, or forwards by more than the guest saw, between
+ * them is not trusted.  The host value is truncated to a microsecond, so
+ * its midpoint is 500 ns later.
+ */
+static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
+{
+	s64 first, second, t0, t1, t2, t3;
+	int err;
+
+	lockdep_assert_held(&vi->lock);
+
+	err = vmmci_read_host_time(vi, &first, &t0, &t1);
+	if (err)
+		return err;
+	err = vmmci_read_host_time(vi, &second, &t2, &t3);
+	if (err)
+		return err;
+
+	if (second < first ||
+	    second - first > t3 - t0 + VMMCI_SAMPLE_SLACK_NS) {
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "ignoring inconsistent host time: %lld ns apart in %lld ns\n",
+				     second - first, t3 - t0);
+		return -ERANGE;
+	}
+
+	s->host_ns = second + NSEC_PER_USEC / 2;
+	s->guest_ns = t2 + (t3 - t2) / 2;
+	s->bracket_ns = t3 - t2;
+	return 0;
+}
+
+static void vmmci_measure_drift(struct vmmci *vi)
+{
+	struct vmmci_sample s;
+
+	lockdep_assert_held(&vi->lock);
+
+	if (vmmci_sample(vi, &s)) {
+		vi->drift_valid = false;
+		return;
+	}
+	vi->drift_ns = s.guest_ns - s.host_ns;
+	vi->drift_uncertainty_ns = s.bracket_ns / 2 + NSEC_PER_USEC / 2;
+	vi->drift_valid = true;
+}
+
+/* Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC */
+static void vmmci_sync_clock(struct vmmci *vi)
+{
+	struct vmmci_sample s;
+	struct timespec64 ts;
+	s64 offset;
+	int err;
+
+	lockdep_assert_held(&vi->lock);
+
+	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC)) {
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "host asked for a clock sync without offering its time\n");
+		return;
+	}
+	if (vmmci_sample(vi, &s))
+		return;
+
+	offset = s.host_ns - s.guest_ns;
+	ktime_get_real_ts64(&ts);
+	ts = ns_to_timespec64(timespec64_to_ns(&ts) + offset);
+	err = do_settimeofday64(&ts);
+	if (err) {
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "cannot step the clock by %lld ns: %d\n",
+				     offset, err);
+		return;
+	}
+
+	vi->last_sync_offset_ns = offset;
+	vi->sync_count++;
+	vmmci_measure_drift(vi);
+	dev_info_ratelimited(&vi->vdev->dev,
+			     "clock stepped by %lld ns to host time\n", offset);
+	sysfs_notify(&vi->vdev->dev.kobj, NULL, "last_sync_offset_ns");
+	sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
+}
+
+static void vmmci_stop(struct vmmci *vi, u32 cmd)
+{
+	/*
+	 * Ack first: vmd kills the guest three seconds after the request
+	 * unless acked, and the ack gives the guest vmd's long timeout
+	 * (120 s) to finish.  A repeated request is acked for the same
+	 * reason, but the stop is started only once.
+	 */
+	vmmci_ack(vi, cmd);
+	if (vi->stopping) {
+		dev_info(&vi->vdev->dev,
+			 "host repeated its request, already stopping\n");
+		return;
+	}
+	vi->stopping = true;
+
+	if (cmd == VMMCI_REBOOT) {
+		/* What "vmctl stop" sends: vmd ends the VM when it resets */
+		dev_notice(&vi->vdev->dev, "host requested a reboot\n");
+		orderly_reboot();
+	} else {
+		dev_notice(&vi->vdev->dev, "host requested a shutdown\n");
+		orderly_poweroff(true);
+	}
+}
+
+static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
+{
+	lockdep_assert_held(&vi->lock);
+
+	vi->last_request = cmd;
+	switch (cmd) {
+	case VMMCI_NONE:
+		break;
+	case VMMCI_SHUTDOWN:
+	case VMMCI_REBOOT:
+		vmmci_stop(vi, cmd);
+		break;
+	case VMMCI_SYNCRTC:
+		/*
+		 * vmd clears the command on this ack; unacked, it would
+		 * never send another SYNCRTC.  Forget it, so the next one
+		 * is seen.
+		 */
+		vmmci_ack(vi, cmd);
+		cmd = VMMCI_NONE;
+		if (!vi->stopping)
+			vmmci_sync_clock(vi);
+		break;
+	default:
+		/* Not acked: vmd would log an illegal request */
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "ignoring unknown host command %u\n", cmd);
+		break;
+	}
+	vi->last_cmd = cmd;
+}
+
+static void vmmci_cmd_work(struct work_struct *work)
+{
+	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
+	u32 cmd;
+
+	mutex_lock(&vi->lock);
+	cmd = virtio_cread32(vi->vdev, VMMCI_CONFIG_COMMAND);
+	/* vmd keeps an acked SHUTDOWN or REBOOT in place */
+	if (cmd != vi->last_cmd)
+		vmmci_handle_command(vi, cmd);
+	mutex_unlock(&vi->lock);
+}
+
+static void vmmci_drift_work(struct work_struct *work)
+{
+	struct vmmci *vi = container_of(to_delayed_work(work), struct vmmci,
+					drift_work);
+
+	mutex_lock(&vi->lock);
+	vmmci_measure_drift(vi);
+	mutex_unlock(&vi->lock);
+	sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
+
+	queue_delayed_work(system_power_efficient_wq, &vi->drift_work,
+			   round_jiffies_relative(drift_interval_sec * HZ));
+}
+
+static void vmmci_config_changed(struct virtio_device *vdev)
+{
+	struct vmmci *vi = vdev->priv;
+
+	/* Hard IRQ context: config space access sleeps */
+	schedule_work(&vi->cmd_work);
+}
+
+/*
+ * Without ACPI, vmd cannot see a guest power off, only a reset: tell it
+ * with SHUTDOWN, and it ends the VM three seconds later.  Registering
+ * this also keeps the kernel from turning "poweroff" into a halt.
+ */
+static int vmmci_power_off(struct sys_off_data *data)
+{
+	struct vmmci *vi = data->cb_data;
+	u32 cmd = VMMCI_SHUTDOWN;
+
+	if (!vmmci_has_ack(vi))
+		return NOTIFY_DONE;
+
+	/*
+	 * Atomic context, so not virtio_cwrite32(), which may sleep; the
+	 * PCI transport's set() does not.
+	 */
+	vi->vdev->config->set(vi->vdev, VMMCI_CONFIG_COMMAND, &cmd,
+			      sizeof(cmd));
+	mdelay(VMMCI_POWEROFF_WAIT_MS);
+	dev_emerg(&vi->vdev->dev, "host did not end the VM\n");
+	return NOTIFY_DONE;
+}
+
+/* sysfs */
+
+static struct vmmci *dev_to_vmmci(struct device *dev)
+{
+	return dev_to_virtio(dev)->priv;
+}
+
+static ssize_t drift_ns_show(struct device *dev, struct device_attribute *attr,
+			     char *buf)
+{
+	struct vmmci *vi = dev_to_vmmci(dev);
+	ssize_t ret = -ENODATA;
+
+	mutex_lock(&vi->lock);
+	if (vi->drift_valid)
+		ret = sysfs_emit(buf, "%lld\n", vi->drift_ns);
+	mutex_unlock(&vi->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(drift_ns);
+
+static ssize_t drift_uncertainty_ns_show(struct device *dev,
+					 struct device_attribute *attr,
+					 char *buf)
+{
+	struct vmmci *vi = dev_to_vmmci(dev);
+	ssize_t ret = -ENODATA;
+
+	mutex_lock(&vi->lock);
+	if (vi->drift_valid)
+		ret = sysfs_emit(buf, "%llu\n", vi->drift_uncertainty_ns);
+	mutex_unlock(&vi->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(drift_uncertainty_ns);
+
+static ssize_t last_sync_offset_ns_show(struct device *dev,
+					struct device_attribute *attr,
+					char *buf)
+{
+	struct vmmci *vi = dev_to_vmmci(dev);
+	ssize_t ret;
+
+	mutex_lock(&vi->lock);
+	ret = sysfs_emit(buf, "%lld\n", vi->last_sync_offset_ns);
+	mutex_unlock(&vi->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(last_sync_offset_ns);
+
+static ssize_t sync_count_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	struct vmmci *vi = dev_to_vmmci(dev);
+	ssize_t ret;
+
+	mutex_lock(&vi->lock);
+	ret = sysfs_emit(buf, "%llu\n", vi->sync_count);
+	mutex_unlock(&vi->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(sync_count);
+
+static ssize_t last_command_show(struct device *dev,
+				 struct device_attribute *attr, char *buf)
+{
+	struct vmmci *vi = dev_to_vmmci(dev);
+	ssize_t ret;
+
+	mutex_lock(&vi->lock);
+	ret = sysfs_emit(buf, "%u\n", vi->last_request);
+	mutex_unlock(&vi->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(last_command);
+
+static struct attribute *vmmci_attrs[] = {
+	&dev_attr_drift_ns.attr,
+	&dev_attr_drift_uncertainty_ns.attr,
+	&dev_attr_last_sync_offset_ns.attr,
+	&dev_attr_sync_count.attr,
+	&dev_attr_last_command.attr,
+	NULL
+};
+ATTRIBUTE_GROUPS(vmmci);
+
+/* probe and remove */
+
+/* The interrupt comes with the queues, even when there are none */
+static int vmmci_start(struct vmmci *vi)
+{
+	int err;
+
+	err = virtio_find_vqs(vi->vdev, 0, NULL, NULL, NULL);
+	if (err)
+		return err;
+
+	/* Without DRIVER_OK, vmd turns "vmctl stop" into a hard power-off */
+	virtio_device_ready(vi->vdev);
+
+	/* A command raised before we were ready raises no interrupt */
+	schedule_work(&vi->cmd_work);
+	if (virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
+		queue_delayed_work(system_power_efficient_wq,
+				   &vi->drift_work, 0);
+	return 0;
+}
+
+static void vmmci_halt(struct vmmci *vi)
+{
+	cancel_work_sync(&vi->cmd_work);
+	cancel_delayed_work_sync(&vi->drift_work);
+	virtio_reset_device(vi->vdev);
+	vi->vdev->config->del_vqs(vi->vdev);
+}
+
+static int vmmci_probe(struct virtio_device *vdev)
+{
+	struct vmmci *vi;
+	int err;
+
+	if (!vdev->config->get) {
+		dev_err(&vdev->dev, "config access disabled\n");
+		return -EINVAL;
+	}
+
+	vi = devm_kzalloc(&vdev->dev, sizeof(*vi), GFP_KERNEL);
+	if (!vi)
+		return -ENOMEM;
+
+	vi->vdev = vdev;
+	vdev->priv = vi;
+	mutex_init(&vi->lock);
+	INIT_WORK(&vi->cmd_work, vmmci_cmd_work);
+	INIT_DELAYED_WORK(&vi->drift_work, vmmci_drift_work);
+
+	err = devm_register_sys_off_handler(&vdev->dev, SYS_OFF_MODE_POWER_OFF,
+					    SYS_OFF_PRIO_DEFAULT,
+					    vmmci_power_off, vi);
+	if (err)
+		return err;
+
+	err = vmmci_start(vi);
+	if (err)
+		return err;
+
+	dev_info(&vdev->dev, "vmd control interface, features:%s%s%s\n",
+		 virtio_has_feature(vdev, VMMCI_F_ACK) ? " ack" : "",
+		 virtio_has_feature(vdev, VMMCI_F_TIMESYNC) ? " timesync" : "",
+		 virtio_has_feature(vdev, VMMCI_F_SYNCRTC) ? " syncrtc" : "");
+	return 0;
+}
+
+static void vmmci_remove(struct virtio_device *vdev)
+{
+	vmmci_halt(vdev->priv);
+}
+
+#ifdef CONFIG_PM_SLEEP
+static int vmmci_freeze(struct virtio_device *vdev)
+{
+	vmmci_halt(vdev->priv);
+	return 0;
+}
+
+static int vmmci_restore(struct virtio_device *vdev)
+{
+	return vmmci_start(vdev->priv);
+}
+#endif
+
+static const unsigned int vmmci_features[] = {
+	VMMCI_F_TIMESYNC, VMMCI_F_ACK, VMMCI_F_SYNCRTC,
+};
+
+static const struct virtio_device_id vmmci_id_table[] = {
+	{ VIRTIO_ID_VMMCI, VIRTIO_VENDOR_OPENBSD },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, vmmci_id_table);
+
+static struct virtio_driver vmmci_driver = {
+	.driver.name		= KBUILD_MODNAME,
+	.driver.dev_groups	= vmmci_groups,
+	.id_table		= vmmci_id_table,
+	.feature_table		= vmmci_features,
+	.feature_table_size	= ARRAY_SIZE(vmmci_features),
+	.probe			= vmmci_probe,
+	.remove			= vmmci_remove,
+	.config_changed		= vmmci_config_changed,
+#ifdef CONFIG_PM_SLEEP
+	.freeze			= vmmci_freeze,
+	.restore		= vmmci_restore,
+#endif
+};
+module_virtio_driver(vmmci_driver);
+
+MODULE_DESCRIPTION("OpenBSD vmd VMM control interface driver");
+MODULE_LICENSE("GPL");

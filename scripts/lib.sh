@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Shared helpers for the scripts in this directory.  Sourced, not run.
+#
+# Everything that is downloaded or built lives under $VMMCI_CACHE
+# (default ~/.cache/vmmci), never inside the repository.
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+VMMCI_CACHE=${VMMCI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmmci}
+JOBS=${JOBS:-$(nproc)}
+
+. "$TOP/scripts/vmmci.conf"
+
+say() {
+	printf '%s: %s\n' "${0##*/}" "$*" >&2
+}
+
+die() {
+	say "error: $*"
+	exit 1
+}
+
+# apt-get as root, or through sudo; waits for a concurrent apt to finish.
+apt_get() {
+	if [ "$(id -u)" -eq 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get \
+			-o DPkg::Lock::Timeout=900 "$@"
+	else
+		sudo DEBIAN_FRONTEND=noninteractive apt-get \
+			-o DPkg::Lock::Timeout=900 "$@"
+	fi
+}
+
+# need_pkgs PKG...: install the Debian packages that are missing.
+need_pkgs() {
+	missing=
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'ok installed' || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	say "installing:$missing"
+	mkdir -p "$VMMCI_CACHE"
+	# shellcheck disable=SC2086
+	if ! { [ -f "$VMMCI_CACHE/.apt-updated" ] || apt_get update -q; } \
+		>"$VMMCI_CACHE/apt.log" 2>&1 ||
+	    ! apt_get install -y -q --no-install-recommends $missing \
+		>>"$VMMCI_CACHE/apt.log" 2>&1; then
+		cat "$VMMCI_CACHE/apt.log" >&2
+		die "could not install:$missing"
+	fi
+	touch "$VMMCI_CACHE/.apt-updated"
+}
+
+# Packages needed to build a kernel tree and run its static checkers.
+KBUILD_PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils
+	kmod rsync sparse python3 python3-ply python3-git git perl"
+
+# tree_dir BASE: where get-tree keeps the git tree for BASE.
+tree_dir() {
+	echo "$VMMCI_CACHE/trees/linux-$1"
+}
+
+# series_dir VERSION: the series for a kernel VERSION (e.g. 6.12.117):
+# patches/ is written against the upstream base, patches/6.12/ is the
+# same series rebased by scripts/regen onto Debian's 6.12.
+series_dir() {
+	case "$1" in
+	"$DEFAULT_BASE"|"$DEFAULT_BASE".*) echo "$TOP/patches/$DEFAULT_BASE" ;;
+	*) echo "$TOP/patches" ;;
+	esac
+}
+
+# Packages the tests need on top of KBUILD_PKGS.
+TEST_PKGS="b4 quilt"
