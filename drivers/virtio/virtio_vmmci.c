@@ -199,8 +199,11 @@ static void vmmci_measure_drift(struct vmmci *vi)
 	vi->drift_valid = true;
 }
 
-/* Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC */
-static void vmmci_sync_clock(struct vmmci *vi)
+/*
+ * Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC.
+ * Returns true if the clock was stepped.
+ */
+static bool vmmci_sync_clock(struct vmmci *vi)
 {
 	struct vmmci_sample s;
 	struct timespec64 ts;
@@ -212,10 +215,10 @@ static void vmmci_sync_clock(struct vmmci *vi)
 	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC)) {
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "host asked for a clock sync without offering its time\n");
-		return;
+		return false;
 	}
 	if (vmmci_sample(vi, &s))
-		return;
+		return false;
 
 	offset = s.host_ns - s.guest_ns;
 	ktime_get_real_ts64(&ts);
@@ -225,7 +228,7 @@ static void vmmci_sync_clock(struct vmmci *vi)
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "cannot step the clock by %lld ns: %d\n",
 				     offset, err);
-		return;
+		return false;
 	}
 
 	vi->last_sync_offset_ns = offset;
@@ -233,8 +236,7 @@ static void vmmci_sync_clock(struct vmmci *vi)
 	vmmci_measure_drift(vi);
 	dev_info_ratelimited(&vi->vdev->dev,
 			     "clock stepped by %lld ns to host time\n", offset);
-	sysfs_notify(&vi->vdev->dev.kobj, NULL, "last_sync_offset_ns");
-	sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
+	return true;
 }
 
 static void vmmci_stop(struct vmmci *vi, u32 cmd)
@@ -247,8 +249,8 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 	 */
 	vmmci_ack(vi, cmd);
 	if (vi->stopping) {
-		dev_info(&vi->vdev->dev,
-			 "host repeated its request, already stopping\n");
+		dev_info_ratelimited(&vi->vdev->dev,
+				     "host repeated its request, already stopping\n");
 		return;
 	}
 	vi->stopping = true;
@@ -263,8 +265,11 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 	}
 }
 
-static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
+/* Returns true if the clock was stepped */
+static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 {
+	bool stepped = false;
+
 	lockdep_assert_held(&vi->lock);
 
 	vi->last_request = cmd;
@@ -284,7 +289,7 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 		vmmci_ack(vi, cmd);
 		cmd = VMMCI_NONE;
 		if (!vi->stopping)
-			vmmci_sync_clock(vi);
+			stepped = vmmci_sync_clock(vi);
 		break;
 	default:
 		/* Not acked: vmd would log an illegal request */
@@ -293,19 +298,26 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 		break;
 	}
 	vi->last_cmd = cmd;
+	return stepped;
 }
 
 static void vmmci_cmd_work(struct work_struct *work)
 {
 	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
+	bool stepped = false;
 	u32 cmd;
 
 	mutex_lock(&vi->lock);
 	cmd = virtio_cread32(vi->vdev, VMMCI_CONFIG_COMMAND);
 	/* vmd keeps an acked SHUTDOWN or REBOOT in place */
 	if (cmd != vi->last_cmd)
-		vmmci_handle_command(vi, cmd);
+		stepped = vmmci_handle_command(vi, cmd);
 	mutex_unlock(&vi->lock);
+
+	if (stepped) {
+		sysfs_notify(&vi->vdev->dev.kobj, NULL, "last_sync_offset_ns");
+		sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
+	}
 }
 
 static void vmmci_drift_work(struct work_struct *work)
