@@ -16,7 +16,6 @@
  * off, and measures the guest's clock drift periodically for sysfs.
  */
 
-#include <linux/delay.h>
 #include <linux/device.h>
 #include <linux/math64.h>
 #include <linux/module.h>
@@ -68,11 +67,9 @@
  */
 #define VMMCI_SAMPLE_SLACK_NS	(200 * NSEC_PER_USEC)
 
-/* How long a guest power-off waits for vmd, which ends it after 3 s */
-#define VMMCI_POWEROFF_WAIT_MS	10000
-
 struct vmmci {
 	struct virtio_device *vdev;
+	struct notifier_block reboot_nb;
 	struct work_struct cmd_work;
 	struct delayed_work drift_work;
 	/* Serialises config space access (the time latch) and the fields below */
@@ -343,26 +340,22 @@ static void vmmci_config_changed(struct virtio_device *vdev)
 }
 
 /*
- * Without ACPI, vmd cannot see a guest power off, only a reset: tell it
- * with SHUTDOWN, and it ends the VM three seconds later.  Registering
- * this also keeps the kernel from turning "poweroff" into a halt.
+ * vmd guests have no ACPI: vmd sees a guest reset, but not a power-off,
+ * which Linux then turns into a halt.  Tell vmd with SHUTDOWN that the
+ * guest is going down for good, and it ends the VM three seconds later.
+ * Not on reboot: vmd restarts a VM that resets, or ends it after a stop.
  */
-static int vmmci_power_off(struct sys_off_data *data)
+static int vmmci_reboot_notify(struct notifier_block *nb, unsigned long action,
+			       void *unused)
 {
-	struct vmmci *vi = data->cb_data;
-	u32 cmd = VMMCI_SHUTDOWN;
+	struct vmmci *vi = container_of(nb, struct vmmci, reboot_nb);
 
-	if (!vmmci_has_ack(vi))
+	if (action == SYS_RESTART || !vmmci_has_ack(vi))
 		return NOTIFY_DONE;
 
-	/*
-	 * Atomic context, so not virtio_cwrite32(), which may sleep; the
-	 * PCI transport's set() does not.
-	 */
-	vi->vdev->config->set(vi->vdev, VMMCI_CONFIG_COMMAND, &cmd,
-			      sizeof(cmd));
-	mdelay(VMMCI_POWEROFF_WAIT_MS);
-	dev_emerg(&vi->vdev->dev, "host did not end the VM\n");
+	mutex_lock(&vi->lock);
+	virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, VMMCI_SHUTDOWN);
+	mutex_unlock(&vi->lock);
 	return NOTIFY_DONE;
 }
 
@@ -502,9 +495,8 @@ static int vmmci_probe(struct virtio_device *vdev)
 	INIT_WORK(&vi->cmd_work, vmmci_cmd_work);
 	INIT_DELAYED_WORK(&vi->drift_work, vmmci_drift_work);
 
-	err = devm_register_sys_off_handler(&vdev->dev, SYS_OFF_MODE_POWER_OFF,
-					    SYS_OFF_PRIO_DEFAULT,
-					    vmmci_power_off, vi);
+	vi->reboot_nb.notifier_call = vmmci_reboot_notify;
+	err = devm_register_reboot_notifier(&vdev->dev, &vi->reboot_nb);
 	if (err)
 		return err;
 
