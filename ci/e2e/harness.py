@@ -1,0 +1,468 @@
+# SPDX-License-Identifier: GPL-2.0
+"""End-to-end harness: boot the patched kernel under QEMU (TCG) against the
+vmmci device model, drive the host side through QMP and the guest through
+a shell on its second serial port.
+
+Artifacts (kernels, initramfs images, QEMU) are built into the cache by
+prepare(); a Guest is one QEMU run with its own work directory holding the
+kernel console log, the shell transcript and QEMU's stderr.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+CACHE = os.environ.get('VMMCI_CACHE') or os.path.join(
+    os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+    'vmmci')
+NS = 1000000000
+
+# Kernel messages that must never appear in a test guest's console
+SPLAT = re.compile(
+    r'BUG:|WARNING:|KASAN|Call Trace:|sleeping function called from|'
+    r'possible circular locking|inconsistent lock state|'
+    r'possible recursive locking|ODEBUG|Oops|general protection fault|'
+    r'Kernel panic|kmemleak: \d+ new suspected|blocked for more than|'
+    r'lockdep is turned off')
+
+
+def say(msg):
+    print('e2e: ' + msg, flush=True)
+
+
+def run(cmd, **kw):
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, **kw)
+    if res.returncode:
+        raise RuntimeError('failed (%d): %s' % (res.returncode, ' '.join(cmd)))
+    return res.stdout
+
+
+class Results:
+    """Collects test results; the report ends with "N passed, N failed"."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = []
+        self.start = time.time()
+
+    def record(self, name, ok, detail=''):
+        mins = (time.time() - self.start) / 60
+        print('%s %s  [%.1f min]' % ('PASS' if ok else 'FAIL', name, mins),
+              flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(name)
+            for line in str(detail).rstrip().splitlines()[-30:]:
+                print('    ' + line)
+
+    def summary(self):
+        if self.failed:
+            print('\nfailed:')
+            for name in self.failed:
+                print('  ' + name)
+        print('%d passed, %d failed' % (self.passed, len(self.failed)))
+        return 1 if self.failed else 0
+
+
+# Artifacts
+
+class Kernel:
+    """A built guest kernel: bzImage and the initramfs that goes with it."""
+
+    def __init__(self, name, bzimage, initramfs):
+        self.name = name
+        self.bzimage = bzimage
+        self.initramfs = initramfs
+
+
+def build_qemu():
+    out = run([os.path.join(TOP, 'scripts', 'build-qemu')])
+    return out.strip().splitlines()[-1]
+
+
+def _guest_tool(dest):
+    src = os.path.join(TOP, 'ci', 'guest', 'vmmci-guest.c')
+    run(['gcc', '-static', '-O2', '-Wall', '-o', dest, src])
+
+
+def make_initramfs(build_dir, dest, with_modules):
+    """An initramfs with busybox, the guest tool, our init and, for a
+    modular kernel, its modules as "make modules_install" lays them out."""
+    stage = dest + '.d'
+    shutil.rmtree(stage, ignore_errors=True)
+    for d in ('bin', 'sbin', 'etc', 'proc', 'sys', 'dev', 'mnt', 'tmp',
+              'usr/bin', 'usr/sbin', 'lib/modules'):
+        os.makedirs(os.path.join(stage, d))
+    shutil.copy('/bin/busybox', os.path.join(stage, 'bin', 'busybox'))
+    # Applet links point at /bin/busybox, not at the host's path
+    for applet in run(['/bin/busybox', '--list-full']).split():
+        link = os.path.join(stage, applet)
+        if not os.path.lexists(link):
+            os.symlink('/bin/busybox', link)
+    guest = os.path.join(TOP, 'ci', 'guest')
+    shutil.copy(os.path.join(guest, 'init'), os.path.join(stage, 'init'))
+    os.chmod(os.path.join(stage, 'init'), 0o755)
+    shutil.copy(os.path.join(guest, 'inittab'),
+                os.path.join(stage, 'etc', 'inittab'))
+    shutil.copy(os.path.join(guest, 'profile'),
+                os.path.join(stage, 'etc', 'profile'))
+    _guest_tool(os.path.join(stage, 'bin', 'vmmci-guest'))
+    if with_modules:
+        with open(os.path.join(build_dir, 'source-tree')) as f:
+            tree = f.read().strip()
+        run(['make', '-s', '-C', tree, 'O=' + build_dir, 'ARCH=x86_64',
+             'INSTALL_MOD_PATH=' + stage, 'INSTALL_MOD_STRIP=1',
+             'modules_install'])
+    listing = run(['find', '.', '-mindepth', '1'], cwd=stage)
+    with open(dest + '.tmp', 'wb') as out:
+        cpio = subprocess.Popen(['cpio', '-o', '-H', 'newc', '--quiet'],
+                                cwd=stage, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        gz = subprocess.Popen(['gzip', '-1'], stdin=cpio.stdout, stdout=out)
+        cpio.stdin.write(listing.encode())
+        cpio.stdin.close()
+        cpio.stdout.close()
+        if cpio.wait() or gz.wait():
+            raise RuntimeError('cpio failed')
+    os.rename(dest + '.tmp', dest)
+    shutil.rmtree(stage)
+
+
+def build_kernel(name, base, upto, configs):
+    """Build the debug guest kernel (one build directory, incremental
+    between variants) and keep a copy of its bzImage and initramfs."""
+    args = [os.path.join(TOP, 'scripts', 'build'), '--base', base,
+            '--name', 'e2e']
+    if upto is not None:
+        args += ['--upto', str(upto)]
+    for c in ['debug'] + configs:
+        args += ['--config', c]
+    say('building guest kernel "%s"' % name)
+    build_dir = run(args).strip().splitlines()[-1]
+    dest = os.path.join(CACHE, 'e2e', name)
+    os.makedirs(dest, exist_ok=True)
+    shutil.copy(os.path.join(build_dir, 'arch/x86/boot/bzImage'),
+                os.path.join(dest, 'bzImage'))
+    modular = 'vmmci-m' in configs
+    make_initramfs(build_dir, os.path.join(dest, 'initramfs.cpio.gz'),
+                   modular)
+    return Kernel(name, os.path.join(dest, 'bzImage'),
+                  os.path.join(dest, 'initramfs.cpio.gz'))
+
+
+def make_disk(path, size_mb=64):
+    """A small, empty ext4 image for the guest's virtio-blk disk."""
+    if os.path.exists(path):
+        os.remove(path)
+    with open(path, 'wb') as f:
+        f.truncate(size_mb << 20)
+    run(['mkfs.ext4', '-q', '-F', '-L', 'vmmcitest', path])
+
+
+def disk_file(path, name):
+    """Contents of /name on the ext4 image, read on the host, or None."""
+    res = subprocess.run(['debugfs', '-R', 'cat /' + name, path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    if res.returncode or 'not found' in res.stderr:
+        return None
+    return res.stdout
+
+
+def disk_clean(path):
+    """e2fsck's verdict on the image: (clean, report)."""
+    res = subprocess.run(['e2fsck', '-f', '-n', path],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    state = subprocess.run(['dumpe2fs', '-h', path], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True).stdout
+    clean = res.returncode == 0 and re.search(
+        r'^Filesystem state:\s+clean$', state, re.M) is not None
+    return clean, res.stdout + state
+
+
+# QMP
+
+class QmpError(Exception):
+    pass
+
+
+class Qmp:
+    def __init__(self, path, timeout=30):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.file = self.sock.makefile('rw')
+        self.events = []
+        self._read()                    # greeting
+        self.cmd('qmp_capabilities')
+
+    def _read(self):
+        line = self.file.readline()
+        if not line:
+            raise EOFError('QMP connection closed')
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self.file.write(json.dumps(msg) + '\n')
+        self.file.flush()
+        while True:
+            reply = self._read()
+            if 'event' in reply:
+                self.events.append(reply)
+            elif 'error' in reply:
+                raise QmpError(reply['error'].get('desc', str(reply)))
+            elif 'return' in reply:
+                return reply['return']
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# A guest
+
+class Guest:
+    DEVICE = '/machine/peripheral/vmmci0'
+
+    def __init__(self, qemu, kernel, workdir, device='', disk=None,
+                 append='', memory=1024):
+        self.qemu = qemu
+        self.kernel = kernel
+        self.workdir = workdir
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        self.device = device
+        self.disk = disk
+        self.append = append
+        self.memory = memory
+        self.proc = None
+        self.qmp = None
+        self.sock = None
+        self.buf = ''
+        self.buf_lock = threading.Condition()
+        self.nmark = 0
+        self.offset_ns = 0
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def start(self):
+        dev = 'vmmci,id=vmmci0' + (',' + self.device if self.device else '')
+        cmd = [self.qemu, '-L', '/usr/share/seabios', '-L', '/usr/share/qemu',
+               '-M', 'pc', '-accel', 'tcg', '-m', str(self.memory),
+               '-nodefaults', '-no-user-config', '-display', 'none',
+               '-no-shutdown',
+               '-kernel', self.kernel.bzimage,
+               '-initrd', self.kernel.initramfs,
+               '-append', 'console=ttyS0 acpi=off panic=-1 ' + self.append,
+               '-chardev', 'file,id=con,path=' + self.path('console.log'),
+               '-serial', 'chardev:con',
+               '-chardev', 'socket,id=sh,path=%s,server=on,wait=off' %
+               self.path('shell.sock'),
+               '-serial', 'chardev:sh',
+               '-qmp', 'unix:%s,server=on,wait=off' % self.path('qmp.sock'),
+               '-device', dev]
+        if self.disk:
+            cmd += ['-drive', 'file=%s,if=virtio,format=raw' % self.disk]
+        with open(self.path('qemu.cmd'), 'w') as f:
+            f.write(' '.join(cmd) + '\n')
+        self.stderr = open(self.path('qemu.log'), 'w')
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                     stdout=self.stderr, stderr=self.stderr)
+        self.started = time.time()
+        self.qmp = Qmp(self.path('qmp.sock'))
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path('shell.sock'))
+        self.transcript = open(self.path('shell.log'), 'w')
+        threading.Thread(target=self._reader, daemon=True).start()
+        return self
+
+    def _reader(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                data = b''
+            text = data.decode(errors='replace')
+            with self.buf_lock:
+                self.buf += text
+                if not data:
+                    self.buf += '\0'
+                self.buf_lock.notify_all()
+            if not data:
+                return
+            self.transcript.write(text)
+            self.transcript.flush()
+
+    def _wait_for(self, pattern, start, timeout):
+        deadline = time.time() + timeout
+        with self.buf_lock:
+            while True:
+                m = pattern.search(self.buf, start)
+                if m:
+                    return m
+                left = deadline - time.time()
+                if left <= 0 or '\0' in self.buf[start:]:
+                    return None
+                self.buf_lock.wait(min(left, 0.5))
+
+    def send(self, text):
+        self.sock.sendall(text.encode())
+
+    def boot(self, timeout=240):
+        """Start QEMU and wait for the guest shell; quiet its echo."""
+        self.start()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.buf_lock:
+                start = len(self.buf)
+            self.send('\n')
+            if self._wait_for(re.compile('guest# '), start, 2):
+                break
+            if self.proc.poll() is not None:
+                break
+        else:
+            raise TimeoutError('no guest shell after %d s' % timeout)
+        if self.proc.poll() is not None:
+            raise RuntimeError('QEMU exited during boot')
+        self.boot_s = time.time() - self.started
+        self.sh('stty -echo; PS1=""')
+        return self
+
+    def sh(self, cmd, timeout=60, check=True):
+        """Run cmd in the guest shell; return its output (stdout+stderr)."""
+        self.nmark += 1
+        marker = re.compile(r'__VMMCI_RC_%d_(\d+)__' % self.nmark)
+        with self.buf_lock:
+            start = len(self.buf)
+        self.send('%s 2>&1; echo __VMMCI_RC_%d_$?__\n' % (cmd, self.nmark))
+        m = self._wait_for(marker, start, timeout)
+        if not m:
+            raise TimeoutError('guest command timed out: %s' % cmd)
+        out = self.buf[start:m.start()]
+        # An echoed command line, if echo was still on, ends with the marker
+        # text itself; drop everything up to it.
+        echo = out.find('__VMMCI_RC_%d_$?__' % self.nmark)
+        if echo >= 0:
+            out = out[echo + len('__VMMCI_RC_%d_$?__' % self.nmark):]
+        out = out.replace('\r', '').replace('guest# ', '').strip('\n')
+        rc = int(m.group(1))
+        if check and rc:
+            raise RuntimeError('guest command failed (%d): %s\n%s' %
+                               (rc, cmd, out))
+        return out
+
+    def sh_async(self, cmd):
+        """Send a command without waiting for it."""
+        self.send(cmd + '\n')
+
+    # host side
+
+    def get(self, prop):
+        return self.qmp.cmd('qom-get', path=self.DEVICE, property=prop)
+
+    def set(self, prop, value):
+        if prop == 'host-offset-ns':
+            self.offset_ns = value
+        return self.qmp.cmd('qom-set', path=self.DEVICE, property=prop,
+                            value=value)
+
+    def request(self, what):
+        return self.set('request', what)
+
+    def host_now_ns(self):
+        """The model's host clock, without skew (see host-skew-ppb)."""
+        return time.time_ns() + self.offset_ns
+
+    def clock_offset(self, samples=9):
+        """Guest CLOCK_REALTIME minus model host time, measured through the
+        shell, independently of the driver: the sample with the smallest
+        round trip wins.  Returns (offset_ns, uncertainty_ns)."""
+        best = None
+        for _ in range(samples):
+            t0 = time.time_ns()
+            out = self.sh('vmmci-guest now')
+            t1 = time.time_ns()
+            sec, nsec = out.strip().splitlines()[-1].split('.')
+            guest = int(sec) * NS + int(nsec)
+            mid = (t0 + t1) // 2 + self.offset_ns
+            cand = (guest - mid, (t1 - t0) // 2)
+            if best is None or cand[1] < best[1]:
+                best = cand
+        return best
+
+    def sysfs(self, attr):
+        return self.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr)
+
+    def wait_end(self, timeout):
+        """Wait until the VM has ended (QEMU runs with -no-shutdown, so it
+        stays to be inspected); return the host CLOCK_REALTIME in ns of
+        QEMU's SHUTDOWN event, or None on timeout."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for ev in self.qmp.events:
+                if ev['event'] == 'SHUTDOWN':
+                    ts = ev['timestamp']
+                    return ts['seconds'] * NS + ts['microseconds'] * 1000
+            if self.proc.poll() is not None:
+                return None
+            try:
+                self.qmp.cmd('query-status')
+            except (OSError, EOFError):
+                return None
+            time.sleep(0.05)
+        return None
+
+    def console(self):
+        try:
+            with open(self.path('console.log'), errors='replace') as f:
+                return f.read()
+        except OSError:
+            return ''
+
+    def qemu_log(self):
+        with open(self.path('qemu.log'), errors='replace') as f:
+            return f.read()
+
+    def splats(self):
+        return [line for line in self.console().splitlines()
+                if SPLAT.search(line)]
+
+    def end_reason(self):
+        m = re.search(r'vmmci: end-reason=(\S+):', self.qemu_log())
+        return m.group(1) if m else None
+
+    def close(self):
+        if self.qmp:
+            try:
+                self.qmp.cmd('quit')
+            except (OSError, EOFError, QmpError):
+                pass
+            self.qmp.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.sock:
+            self.sock.close()

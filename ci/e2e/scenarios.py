@@ -1,0 +1,382 @@
+# SPDX-License-Identifier: GPL-2.0
+"""End-to-end scenarios: what a vmd user sees, on the patched kernel
+booted under QEMU against the vmmci device model.
+
+Every scenario boots its own guest; every guest's console is checked for
+kernel splats (KASAN, lockdep, sleeping in atomic context, WARN, BUG,
+kmemleak) as a result of its own.
+"""
+
+import os
+import random
+import re
+import time
+
+import harness
+from harness import NS, Guest
+
+# Loose bound for a clock after SYNCRTC, as seen through the console (a
+# round trip is tens of ms under TCG); scripts/bench measures the real one.
+SYNC_BOUND_NS = 100 * 1000000
+ATTRS = ('drift_ns', 'drift_uncertainty_ns', 'last_sync_offset_ns',
+         'sync_count', 'last_command')
+
+
+class Suite:
+    def __init__(self, results, base, workdir):
+        self.results = results
+        self.base = base
+        self.workdir = workdir
+        self.qemu = None
+        self.kernels = {}
+
+    def check(self, name, ok, detail=''):
+        self.results.record(name, bool(ok), detail)
+        return ok
+
+    def prepare(self):
+        """Build QEMU with the model and the three guest kernels."""
+        self.qemu = harness.build_qemu()
+        # Unpatched first: the same build directory goes from fewer to more
+        # patches, and only what changed is rebuilt.
+        self.kernels['unpatched'] = harness.build_kernel(
+            'unpatched', self.base, 0, [])
+        self.kernels['m'] = harness.build_kernel(
+            'm', self.base, None, ['vmmci-m'])
+        self.kernels['y'] = harness.build_kernel(
+            'y', self.base, None, ['vmmci-y'])
+
+    def guest(self, name, kernel='y', **kw):
+        return Guest(self.qemu, self.kernels[kernel],
+                     os.path.join(self.workdir, name), **kw)
+
+    def finish(self, name, g):
+        """Close a guest and check its console for splats."""
+        g.close()
+        bad = g.splats()
+        self.check('%s: no kernel splat in the console' % name, not bad,
+                   '\n'.join(bad[:20]) + '\nconsole: ' + g.path('console.log'))
+
+    def run(self, only=None):
+        scenarios = [
+            ('probe-module', self.probe_module),
+            ('probe-builtin', self.probe_builtin),
+            ('stop', self.stop),
+            ('raw-commands', self.raw_commands),
+            ('syncrtc', self.syncrtc),
+            ('drift', self.drift),
+            ('guest-poweroff', self.guest_poweroff),
+            ('no-ack', self.no_ack),
+            ('no-driver', self.no_driver),
+            ('rebind', self.rebind),
+        ]
+        for name, fn in scenarios:
+            if only and name not in only:
+                continue
+            try:
+                fn(name)
+            except Exception as e:      # a scenario that breaks is a failure
+                self.check('%s: ran to the end' % name, False,
+                           '%s: %s' % (type(e).__name__, e))
+
+    # helpers
+
+    def boot(self, name, kernel='y', **kw):
+        g = self.guest(name, kernel, **kw)
+        try:
+            g.boot()
+        except Exception:
+            g.close()
+            raise
+        return g
+
+    def vdev(self, g):
+        """The guest's vmmci virtio device name, e.g. virtio1."""
+        out = g.sh('for d in /sys/bus/virtio/devices/*; do '
+                   '[ "$(cat $d/vendor)" = 0x0b5d ] && basename $d; done')
+        return out.strip()
+
+    def acks(self, g):
+        """[(value, host ns)] of the guest's COMMAND writes."""
+        text = g.get('acks')
+        return [tuple(int(x) for x in a.split(':'))
+                for a in text.split(',') if a]
+
+    def wait_sysfs(self, g, attr, want, timeout=15):
+        deadline = time.time() + timeout
+        val = None
+        while time.time() < deadline:
+            val = g.sysfs(attr)
+            if want(val):
+                return val
+            time.sleep(0.5)
+        return val
+
+    # scenarios
+
+    def probe_module(self, name):
+        g = self.boot(name, kernel='m')
+        dev = self.vdev(g)
+        mods = g.sh('cat /proc/modules')
+        self.check('%s: virtio_vmmci autoloaded from its modalias' % name,
+                   'virtio_vmmci' in mods and dev, mods)
+        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
+                   % dev)
+        self.check('%s: %s bound to virtio_vmmci' % (name, dev),
+                   drv == 'virtio_vmmci', drv)
+        self.finish(name, g)
+
+    def probe_builtin(self, name):
+        g = self.boot(name)
+        dev = self.vdev(g)
+        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
+                   % dev)
+        self.check('%s: %s bound to virtio_vmmci' % (name, dev),
+                   drv == 'virtio_vmmci', drv)
+        feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
+        self.check('%s: features as offered (TIMESYNC ACK SYNCRTC)' % name,
+                   feats.startswith('111') and g.get('guest-features') == 7
+                   and g.get('driver-ok'), feats)
+        files = g.sh('ls /sys/bus/virtio/devices/%s/' % dev).split()
+        self.check('%s: sysfs files present' % name,
+                   all(a in files for a in ATTRS), ' '.join(files))
+        drift = self.wait_sysfs(g, 'drift_ns',
+                                lambda v: re.match(r'^-?\d+$', v or ''))
+        self.check('%s: drift_ns measured at probe' % name,
+                   re.match(r'^-?\d+$', drift or ''), drift)
+        modes = g.sh('cd /sys/bus/virtio/devices/%s && stat -c %%a %s'
+                     % (dev, ' '.join(ATTRS)))
+        self.check('%s: sysfs files read-only (0444)' % name,
+                   modes.split() == ['444'] * len(ATTRS), modes)
+        self.finish(name, g)
+
+    def stop(self, name):
+        disk = os.path.join(self.workdir, name + '.img')
+        harness.make_disk(disk)
+        payload = 'written just before vmctl stop %08x\n' % \
+            random.getrandbits(32)
+        g = self.boot(name, disk=disk)
+        g.sh('mount /dev/vda /mnt')
+        # Not synced: it sits in the page cache when the stop arrives
+        g.sh('echo %s > /mnt/data.txt' % payload.strip())
+        g.request('stop')
+        end = g.wait_end(150)
+        raised = g.get('raise-time-ns')
+        acks = self.acks(g)
+        ack2 = [ns for v, ns in acks if v == 2]
+        self.check('%s: REBOOT acked within 3 s' % name,
+                   ack2 and ack2[0] - raised < 3 * NS,
+                   'acks %s raised %d' % (acks, raised))
+        reason = g.end_reason()
+        self.check('%s: guest rebooted, model powered off (not killed)' % name,
+                   end and reason == 'reset-after-stop',
+                   'end-reason %s\n%s' % (reason, g.qemu_log()[-2000:]))
+        self.check('%s: VM ended well before 120 s (%.1f s)' %
+                   (name, (end - raised) / NS if end else -1),
+                   end and end - raised < 60 * NS, '')
+        self.finish(name, g)
+        self.check('%s: data written just before the stop is on disk' % name,
+                   harness.disk_file(disk, 'data.txt') == payload,
+                   repr(harness.disk_file(disk, 'data.txt')))
+        clean, report = harness.disk_clean(disk)
+        self.check('%s: filesystem clean' % name, clean, report)
+
+    def raw_commands(self, name):
+        # REBOOT, then SHUTDOWN while the reboot is under way: both acked
+        # (so vmd keeps waiting), acted on once.
+        g = self.boot(name)
+        g.request('reboot')
+        time.sleep(0.3)
+        g.request('shutdown')
+        end = g.wait_end(150)
+        acks = self.acks(g)
+        con = g.console()
+        self.check('%s: REBOOT then SHUTDOWN both acked' % name,
+                   [v for v, _ in acks][:2] == [2, 1], str(acks))
+        self.check('%s: acted on once' % name,
+                   con.count('host requested a reboot') == 1 and
+                   'host requested a shutdown' not in con and
+                   'already stopping' in con,
+                   '\n'.join(l for l in con.splitlines() if 'vmmci' in l))
+        self.check('%s: guest rebooted cleanly' % name,
+                   end and g.end_reason() == 'reset-after-stop' and
+                   'filesystems unmounted' in con, g.end_reason())
+        self.finish(name, g)
+
+        # SHUTDOWN alone: acked, orderly power-off.  vmd keeps the command
+        # at 1 after the ack, so the guest's power-off notice re-arms the
+        # long timer: the VM ends when it expires (shortened here).
+        g = self.boot(name + '-shutdown', device='long-timeout-ms=15000')
+        g.request('shutdown')
+        end = g.wait_end(60)
+        acks = self.acks(g)
+        con = g.console()
+        self.check('%s: SHUTDOWN acked within 3 s, guest powered off' % name,
+                   acks and acks[0][0] == 1 and
+                   acks[0][1] - g.get('raise-time-ns') < 3 * NS and
+                   'filesystems unmounted' in con and end and
+                   g.end_reason() == 'timer-expired',
+                   '%s %s' % (acks, g.end_reason()))
+        self.finish(name + '-shutdown', g)
+
+    def syncrtc(self, name):
+        g = self.boot(name)
+        steps = [(90 * NS, 'auto'), (-90 * NS, 'explicit'),
+                 (86400 * NS, 'auto')]
+        count = int(g.sysfs('sync_count'))
+        for offset, how in steps:
+            label = '%s: host %+d s (%s SYNCRTC)' % (name, offset // NS, how)
+            # guest - host before the jump; the step must undo it too
+            before, _ = g.clock_offset(3)
+            want = offset - g.offset_ns - before
+            g.set('host-offset-ns', offset)
+            if how == 'explicit':
+                g.request('syncrtc')
+            got = self.wait_sysfs(g, 'sync_count',
+                                  lambda v: int(v) > count, timeout=20)
+            if not self.check(label + ': clock stepped', int(got) > count,
+                              'sync_count %s' % got):
+                continue
+            count = int(got)
+            off, unc = g.clock_offset()
+            self.check('%s: guest within %d ms of host (%.1f +- %.1f ms)' %
+                       (label, SYNC_BOUND_NS // 1000000, off / 1e6, unc / 1e6),
+                       abs(off) + unc < SYNC_BOUND_NS, '')
+            step = int(g.sysfs('last_sync_offset_ns'))
+            self.check('%s: last_sync_offset_ns matches the jump' % label,
+                       abs(step - want) < SYNC_BOUND_NS,
+                       'step %d, expected %d' % (step, want))
+        log = [l for l in g.console().splitlines() if 'clock stepped' in l]
+        self.check('%s: each step logged with its offset' % name,
+                   len(log) >= len(steps), '\n'.join(log))
+        self.finish(name, g)
+
+    def drift(self, name):
+        g = self.boot(name, append='virtio_vmmci.drift_interval_sec=1')
+        time.sleep(2)
+        d0 = int(g.sysfs('drift_ns'))
+        c0, unc = g.clock_offset()
+        self.check('%s: drift_ns agrees with an independent measurement' %
+                   name, abs(d0 - c0) < unc + 20 * 1000000,
+                   'sysfs %d, console %d +- %d' % (d0, c0, unc))
+        # +2.5 s is below vmd's 5 s SYNCRTC threshold: no step, only drift
+        g.set('host-offset-ns', 2500 * 1000000)
+        time.sleep(2.5)
+        d1 = int(g.sysfs('drift_ns'))
+        u1 = int(g.sysfs('drift_uncertainty_ns'))
+        err = (d1 - d0) + 2500 * 1000000
+        self.check('%s: injected -2.5 s offset seen (error %d us, bound %d us)'
+                   % (name, err // 1000, u1 // 1000), abs(err) < 2 * u1 + 2000000,
+                   'd0 %d d1 %d' % (d0, d1))
+        # Host clock 1000 ppm fast for 10 s: 10 ms more behind
+        g.set('host-skew-ppb', 1000000)
+        t0 = time.time()
+        time.sleep(10.5)
+        d2 = int(g.sysfs('drift_ns'))
+        elapsed = time.time() - t0
+        want = -elapsed * 1e6   # ns lost at 1000 ppm over elapsed seconds
+        self.check('%s: injected +1000 ppm skew seen (%.2f ms over %.1f s, '
+                   'expected %.2f ms)' % (name, (d2 - d1) / 1e6, elapsed,
+                                          want / 1e6),
+                   abs((d2 - d1) - want) < 2.5e6, '')
+        self.check('%s: no clock step without SYNCRTC' % name,
+                   g.sysfs('sync_count') == '0', g.sysfs('sync_count'))
+        self.finish(name, g)
+
+    def guest_poweroff(self, name):
+        g = self.boot(name)
+        g.sh_async('poweroff')
+        end = g.wait_end(60)
+        acks = self.acks(g)
+        notice = [ns for v, ns in acks if v == 1]
+        self.check('%s: guest told the host with SHUTDOWN' % name,
+                   notice, str(acks))
+        self.check('%s: VM ended 3 s after the notice (%.1f s)' %
+                   (name, (end - notice[0]) / NS if end and notice else -1),
+                   end and notice and end - notice[0] < 4 * NS and
+                   g.end_reason() == 'timer-expired', g.end_reason())
+        self.check('%s: shutdown ran (filesystems unmounted)' % name,
+                   'filesystems unmounted' in g.console(), '')
+        self.finish(name, g)
+
+    def no_ack(self, name):
+        g = self.boot(name, device='features=5')
+        self.check('%s: ACK not negotiated' % name,
+                   g.get('guest-features') == 5, g.get('guest-features'))
+        g.request('stop')
+        end = g.wait_end(30)
+        raised = g.get('raise-time-ns')
+        self.check('%s: killed 3 s after the stop, no ack (%.1f s)' %
+                   (name, (end - raised) / NS if end else -1),
+                   end and end - raised < 3.5 * NS and not self.acks(g),
+                   '%s %s' % (g.end_reason(), self.acks(g)))
+        self.finish(name, g)
+
+    def no_driver(self, name):
+        # The baseline users have today: no driver, the device unbound,
+        # "vmctl stop" pulls the plug.
+        disk = os.path.join(self.workdir, name + '.img')
+        harness.make_disk(disk)
+        g = self.boot(name, kernel='unpatched', disk=disk)
+        pci = g.sh('grep -l 0x0b5d /sys/bus/pci/devices/*/vendor || true')
+        virtio = g.sh('cat /sys/bus/virtio/devices/*/vendor 2>/dev/null '
+                      '| grep -c 0x0b5d || true')
+        self.check('%s: device present on PCI, no virtio device bound' % name,
+                   pci and virtio.strip() == '0' and not g.get('driver-ok'),
+                   pci + ' ' + virtio)
+        g.sh('mount /dev/vda /mnt')
+        g.sh("echo unsynced > /mnt/data.txt")
+        t = time.time_ns()
+        g.request('stop')
+        end = g.wait_end(30)
+        self.check('%s: stop powers the VM off at once (%.2f s)' %
+                   (name, (end - t) / NS if end else -1),
+                   end and end - t < NS and
+                   g.end_reason() == 'stop-without-driver', g.end_reason())
+        g.close()
+        lost = harness.disk_file(disk, 'data.txt') != 'unsynced\n'
+        harness.say('%s: baseline: data written before the stop %s' %
+                    (name, 'was lost' if lost else 'survived'))
+        self.check('%s: no kernel splat in the console' % name,
+                   not g.splats(), '\n'.join(g.splats()))
+
+    def rebind(self, name):
+        g = self.boot(name, kernel='m', memory=768)
+        dev = self.vdev(g)
+        drv = '/sys/bus/virtio/drivers/virtio_vmmci'
+        failures = []
+        for i in range(20):
+            g.sh('echo %s > %s/unbind; echo %s > %s/bind' % (dev, drv, dev, drv))
+            g.request('syncrtc')
+            if g.sh('[ -e %s/%s ] && echo bound' % (drv, dev)) != 'bound':
+                failures.append('bind %d' % i)
+        self.check('%s: unbind/bind x20 with SYNCRTC in between' % name,
+                   not failures, ' '.join(failures))
+        failures = []
+        for i in range(20):
+            g.sh('modprobe -r virtio_vmmci && modprobe virtio_vmmci')
+            g.request('syncrtc')
+            if g.sh('[ -e %s/%s ] && echo bound' % (drv, dev)) != 'bound':
+                failures.append('reload %d' % i)
+        self.check('%s: rmmod/insmod x20 with SYNCRTC in between' % name,
+                   not failures, ' '.join(failures))
+        # Still working: a host clock jump is applied
+        count = int(g.sysfs('sync_count'))
+        g.set('host-offset-ns', 30 * NS)
+        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count, 20)
+        off, unc = g.clock_offset()
+        self.check('%s: device works after the reloads (offset %.1f ms)' %
+                   (name, off / 1e6), int(got) > count and
+                   abs(off) + unc < SYNC_BOUND_NS, 'sync_count %s' % got)
+        # kmemleak reports objects unreferenced for two scans
+        leaks = g.sh('echo scan > /sys/kernel/debug/kmemleak; sleep 6; '
+                     'echo scan > /sys/kernel/debug/kmemleak; '
+                     'cat /sys/kernel/debug/kmemleak', timeout=600)
+        ours = [b for b in leaks.split('unreferenced object')
+                if re.search(r'vmmci|virtio', b)]
+        self.check('%s: kmemleak reports nothing from virtio or the driver'
+                   % name, not ours, leaks[:3000])
+        if leaks.strip():
+            harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
+                        (name, leaks[:2000]))
+        self.finish(name, g)
