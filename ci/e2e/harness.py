@@ -23,6 +23,9 @@ CACHE = os.environ.get('VMMCI_CACHE') or os.path.join(
     os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
     'vmmci')
 NS = 1000000000
+# The QEMU build has no firmware of its own: Debian's seabios and
+# qemu-system-data provide it.
+FIRMWARE = ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu']
 
 # Kernel messages that must never appear in a test guest's console
 SPLAT = re.compile(
@@ -83,7 +86,11 @@ class Kernel:
         self.initramfs = initramfs
 
 
-def build_qemu():
+def build_qemu(path=None):
+    """The QEMU with the vmmci model: path, $VMMCI_QEMU, or the one
+    scripts/build-qemu builds (or finds in the cache)."""
+    if path or os.environ.get('VMMCI_QEMU'):
+        return path or os.environ['VMMCI_QEMU']
     out = run([os.path.join(TOP, 'scripts', 'build-qemu')])
     return out.strip().splitlines()[-1]
 
@@ -191,7 +198,7 @@ def disk_clean(path):
 
 # QMP
 
-class QmpError(Exception):
+class QmpError(RuntimeError):
     pass
 
 
@@ -208,31 +215,52 @@ class Qmp:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.05)
-        self.file = self.sock.makefile('rw')
+        self.sock.settimeout(timeout)
+        self.buf = b''
         self.events = []
         self._read()                    # greeting
         self.cmd('qmp_capabilities')
 
     def _read(self):
-        line = self.file.readline()
-        if not line:
-            raise EOFError('QMP connection closed')
+        while b'\n' not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError('QMP connection closed')
+            self.buf += data
+        line, self.buf = self.buf.split(b'\n', 1)
         return json.loads(line)
 
-    def cmd(self, name, **args):
+    def drain_events(self, timeout=0.2):
+        """Collect the events QEMU sends within timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                msg = self._read()
+                if 'event' in msg:
+                    self.events.append(msg)
+        except (socket.timeout, EOFError, OSError, ValueError):
+            pass
+        self.sock.settimeout(30)
+
+    def raw(self, name, **args):
+        """Send a command; return QEMU's reply as it is."""
         msg = {'execute': name}
         if args:
             msg['arguments'] = args
-        self.file.write(json.dumps(msg) + '\n')
-        self.file.flush()
+        self.sock.sendall(json.dumps(msg).encode() + b'\n')
         while True:
             reply = self._read()
             if 'event' in reply:
                 self.events.append(reply)
-            elif 'error' in reply:
-                raise QmpError(reply['error'].get('desc', str(reply)))
-            elif 'return' in reply:
-                return reply['return']
+            else:
+                return reply
+
+    def cmd(self, name, **args):
+        reply = self.raw(name, **args)
+        if 'error' in reply:
+            raise QmpError('%s: %s' % (name, reply['error'].get(
+                'desc', str(reply))))
+        return reply['return']
 
     def close(self):
         try:
@@ -270,7 +298,7 @@ class Guest:
 
     def start(self):
         dev = 'vmmci,id=vmmci0' + (',' + self.device if self.device else '')
-        cmd = [self.qemu, '-L', '/usr/share/seabios', '-L', '/usr/share/qemu',
+        cmd = [self.qemu] + FIRMWARE + [
                '-M', 'pc', '-accel', 'tcg', '-m', str(self.memory),
                '-nodefaults', '-no-user-config', '-display', 'none',
                '-no-shutdown',

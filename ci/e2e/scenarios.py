@@ -10,6 +10,7 @@ kmemleak) as a result of its own.
 import os
 import random
 import re
+import subprocess
 import time
 
 import harness
@@ -46,6 +47,18 @@ class Suite:
         self.kernels['y'] = harness.build_kernel(
             'y', self.base, None, ['vmmci-y'])
 
+    def model_tests(self):
+        """The model's own tests, without a Linux guest."""
+        for test in ('smoke.py', 'regtest.py'):
+            res = subprocess.run(
+                ['python3', os.path.join(harness.TOP, 'ci', 'qemu', test),
+                 '--qemu', self.qemu], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
+            fails = [l for l in res.stdout.splitlines()
+                     if l.startswith('FAIL')]
+            self.check('model: ci/qemu/%s' % test, res.returncode == 0,
+                       '\n'.join(fails) or res.stdout)
+
     def guest(self, name, kernel='y', **kw):
         return Guest(self.qemu, self.kernels[kernel],
                      os.path.join(self.workdir, name), **kw)
@@ -69,6 +82,7 @@ class Suite:
             ('no-ack', self.no_ack),
             ('no-driver', self.no_driver),
             ('rebind', self.rebind),
+            ('suspend-resume', self.suspend_resume),
         ]
         for name, fn in scenarios:
             if only and name not in only:
@@ -379,4 +393,26 @@ class Suite:
         if leaks.strip():
             harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
                         (name, leaks[:2000]))
+        self.finish(name, g)
+
+    def suspend_resume(self, name):
+        # Suspend and resume the devices (pm_test, no real sleep): the
+        # driver's freeze and restore; vmd only talks to a DRIVER_OK device.
+        g = self.boot(name)
+        g.sh('echo devices > /sys/power/pm_test; '
+             'echo freeze > /sys/power/state', timeout=120)
+        self.check('%s: DRIVER_OK set again after resume' % name,
+                   g.get('driver-ok'), '')
+        count = int(g.sysfs('sync_count'))
+        g.set('host-offset-ns', 20 * NS)
+        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count, 20)
+        off, unc = g.clock_offset()
+        self.check('%s: SYNCRTC works after resume (offset %.1f ms)' %
+                   (name, off / 1e6), int(got) > count and
+                   abs(off) + unc < SYNC_BOUND_NS, 'sync_count %s' % got)
+        g.request('stop')
+        end = g.wait_end(60)
+        self.check('%s: stop after resume ends the VM cleanly' % name,
+                   end and g.end_reason() == 'reset-after-stop',
+                   g.end_reason())
         self.finish(name, g)

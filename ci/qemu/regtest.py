@@ -15,7 +15,6 @@ binary, as in smoke.py.  Exit status 0 if every check passed.
 """
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -25,7 +24,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-FIRMWARE = ["-L", "/usr/share/seabios", "-L", "/usr/share/qemu"]
+sys.path.insert(0, os.path.join(REPO, "ci", "e2e"))
+
+from harness import FIRMWARE, Qmp, build_qemu  # noqa: E402
 DEV = "/machine/peripheral/vmmci0"
 BAR = 0xc000
 IRQ = 11
@@ -80,50 +81,14 @@ class Vm:
 
     # -- QMP --
     def _qmp_connect(self, path):
-        deadline = time.time() + 30
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(path)
-                break
-            except OSError:
-                s.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        s.settimeout(30)
-        self.qmp = s
-        self.qmpbuf = b""
-        self.events = []
-        self._qmp_recv()
-        self.qmp_cmd("qmp_capabilities")
-
-    def _qmp_recv(self):
-        while b"\n" not in self.qmpbuf:
-            data = self.qmp.recv(65536)
-            if not data:
-                raise EOFError("QMP closed")
-            self.qmpbuf += data
-        line, self.qmpbuf = self.qmpbuf.split(b"\n", 1)
-        return json.loads(line)
+        self.qmpc = Qmp(path)
+        self.events = self.qmpc.events
 
     def qmp_raw(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.qmp.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            r = self._qmp_recv()
-            if "event" in r:
-                self.events.append(r)
-            else:
-                return r
+        return self.qmpc.raw(name, **args)
 
     def qmp_cmd(self, name, **args):
-        r = self.qmp_raw(name, **args)
-        if "error" in r:
-            raise RuntimeError("%s: %s" % (name, r["error"]["desc"]))
-        return r["return"]
+        return self.qmpc.cmd(name, **args)
 
     def get(self, prop):
         return self.qmp_cmd("qom-get", path=DEV, property=prop)
@@ -135,15 +100,7 @@ class Vm:
         return self.set("request", what)
 
     def drain_events(self, timeout=0.2):
-        self.qmp.settimeout(timeout)
-        try:
-            while True:
-                r = self._qmp_recv()
-                if "event" in r:
-                    self.events.append(r)
-        except (socket.timeout, EOFError, OSError, ValueError):
-            pass
-        self.qmp.settimeout(30)
+        self.qmpc.drain_events(timeout)
 
     # -- qtest --
     def q(self, line):
@@ -255,7 +212,7 @@ class Vm:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for s in (self.qt, self.qmp):
+        for s in (self.qt, self.qmpc.sock):
             try:
                 if s:
                     s.close()
@@ -932,16 +889,6 @@ def test_tcg_guest(qemu, tmp):
         vm.close()
 
 
-def find_qemu(args):
-    if args.qemu:
-        return args.qemu
-    if os.environ.get("VMMCI_QEMU"):
-        return os.environ["VMMCI_QEMU"]
-    out = subprocess.run(["sh", os.path.join(REPO, "scripts", "build-qemu")],
-                         check=True, stdout=subprocess.PIPE, text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -949,7 +896,7 @@ def main():
     ap.add_argument("--keep", action="store_true",
                     help="keep the temporary directory (logs)")
     args = ap.parse_args()
-    qemu = find_qemu(args)
+    qemu = build_qemu(args.qemu)
     tmp = tempfile.mkdtemp(prefix="vmmci-regtest-")
     print("# qemu %s, logs in %s" % (qemu, tmp))
 

@@ -17,9 +17,7 @@ Exit status 0 if every check passed.
 """
 
 import argparse
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,65 +25,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-FIRMWARE = ["-L", "/usr/share/seabios", "-L", "/usr/share/qemu"]
+sys.path.insert(0, os.path.join(REPO, "ci", "e2e"))
+
+from harness import FIRMWARE, Qmp as QMP, build_qemu  # noqa: E402
 DEV = "/machine/peripheral/vmmci0"
-
-
-class QMP:
-    def __init__(self, path, timeout=30):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(timeout)
-        self.buf = b""
-        self.events = []
-        self._recv()                      # greeting
-        self.cmd("qmp_capabilities")
-
-    def _recv(self):
-        while b"\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("QMP connection closed")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def raw(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            r = self._recv()
-            if "event" in r:
-                self.events.append(r)
-                continue
-            return r
-
-    def cmd(self, name, **args):
-        r = self.raw(name, **args)
-        if "error" in r:
-            raise RuntimeError("%s: %s" % (name, r["error"]["desc"]))
-        return r["return"]
-
-
-def find_qemu(args):
-    if args.qemu:
-        return args.qemu
-    if os.environ.get("VMMCI_QEMU"):
-        return os.environ["VMMCI_QEMU"]
-    out = subprocess.run(["sh", os.path.join(REPO, "scripts", "build-qemu")],
-                         check=True, stdout=subprocess.PIPE, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 def main():
@@ -95,7 +38,7 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="also print QEMU's stderr")
     args = ap.parse_args()
-    qemu = find_qemu(args)
+    qemu = build_qemu(args.qemu)
 
     failures = []
 
@@ -180,13 +123,7 @@ def main():
         except subprocess.TimeoutExpired:
             rc = None
         check("QEMU exited after stop without driver", rc is not None, rc)
-        try:
-            while True:
-                ev = q._recv()
-                if "event" in ev:
-                    q.events.append(ev)
-        except (EOFError, OSError, ValueError):
-            pass
+        q.drain_events(1)
         sd = [e for e in q.events if e["event"] == "SHUTDOWN"]
         check("QMP SHUTDOWN event", len(sd) == 1,
               sd[0]["data"] if sd else q.events)
