@@ -86,6 +86,11 @@ class Kernel:
         self.initramfs = initramfs
 
 
+def need_pkgs(*pkgs):
+    """Install the Debian packages named, if missing (scripts/setup)."""
+    run([os.path.join(TOP, 'scripts', 'setup')] + list(pkgs))
+
+
 def build_qemu(path=None):
     """The QEMU with the vmmci model: path, $VMMCI_QEMU, or the one
     scripts/build-qemu builds (or finds in the cache)."""

@@ -1,38 +1,229 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Small helper for the test guest, whose busybox "date" has no
- * nanoseconds.  Built static and put into the initramfs.
+ * Helper for the test guest, whose busybox has no nanosecond clock and no
+ * port I/O.  Built static and put into the initramfs.
  *
- *   vmmci-guest now          print CLOCK_REALTIME as SECONDS.NANOSECONDS
- *   vmmci-guest sleep-ms N   sleep N milliseconds
+ *   vmmci-guest now            print CLOCK_REALTIME as SECONDS.NANOSECONDS
+ *   vmmci-guest set-offset NS  move CLOCK_REALTIME by NS nanoseconds
+ *   vmmci-guest probe [N]      guest minus host time, read from the vmmci
+ *                              device's registers (not through its driver),
+ *                              best of N samples: "OFFSET_NS BOUND_NS"
+ *   vmmci-guest drift-watch N  wait for N new drift_ns values (poll), and
+ *                              print each with its uncertainty and a probe:
+ *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
+ *
+ * The probe brackets the register reads (TIME_SEC at BAR0 + 24, which
+ * latches the host clock, then TIME_USEC at + 32) by two CLOCK_REALTIME
+ * reads: the host sample lies within the bracket, so the offset's error is
+ * at most half the bracket plus half a microsecond of host resolution.
  */
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/io.h>
 #include <time.h>
+#include <unistd.h>
+
+#define NSEC_PER_SEC	1000000000LL
+#define VMMCI_TIME_SEC	24
+#define VMMCI_TIME_USEC	32
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
+static int read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = 0;
+	return 0;
+}
+
+/* The I/O port base of the vmmci device (PCI 0b5d:0777) */
+static unsigned long find_bar(void)
+{
+	const char *dir = "/sys/bus/pci/devices";
+	char path[512], buf[256];
+	unsigned long start = 0;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		snprintf(path, sizeof(path), "%s/%s/vendor", dir, de->d_name);
+		if (read_file(path, buf, sizeof(buf)) || strncmp(buf, "0x0b5d", 6))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/resource", dir, de->d_name);
+		if (!read_file(path, buf, sizeof(buf)))
+			start = strtoul(buf, NULL, 16);
+		break;
+	}
+	if (d)
+		closedir(d);
+	return start;
+}
+
+/* Best (narrowest bracket) of n samples of guest minus host time */
+static int probe(unsigned long bar, int n, int64_t *offset, int64_t *bound)
+{
+	int64_t t0, t1, host, width, best = -1;
+	uint32_t sec, usec;
+
+	for (int i = 0; i < n; i++) {
+		t0 = now_ns();
+		sec = inl(bar + VMMCI_TIME_SEC);
+		usec = inl(bar + VMMCI_TIME_USEC);
+		t1 = now_ns();
+		if (usec >= 1000000)
+			continue;
+		host = sec * NSEC_PER_SEC + usec * 1000LL + 500;
+		width = t1 - t0;
+		if (best < 0 || width < best) {
+			best = width;
+			*offset = t0 + width / 2 - host;
+			*bound = width / 2 + 500;
+		}
+	}
+	return best < 0 ? -1 : 0;
+}
+
+static unsigned long open_device(void)
+{
+	unsigned long bar = find_bar();
+
+	if (!bar) {
+		fprintf(stderr, "vmmci-guest: no vmmci device\n");
+		exit(1);
+	}
+	if (ioperm(bar, 40, 1)) {
+		perror("vmmci-guest: ioperm");
+		exit(1);
+	}
+	return bar;
+}
+
+static int cmd_probe(int n)
+{
+	unsigned long bar = open_device();
+	int64_t offset, bound;
+
+	if (probe(bar, n, &offset, &bound))
+		return 1;
+	printf("%lld %lld\n", (long long)offset, (long long)bound);
+	return 0;
+}
+
+/* The sysfs directory of the device bound to virtio_vmmci */
+static int drift_dir(char *path, size_t len)
+{
+	const char *dir = "/sys/bus/virtio/drivers/virtio_vmmci";
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int ret = -1;
+
+	while (d && (de = readdir(d))) {
+		if (strncmp(de->d_name, "virtio", 6))
+			continue;
+		snprintf(path, len, "%s/%s", dir, de->d_name);
+		ret = 0;
+		break;
+	}
+	if (d)
+		closedir(d);
+	return ret;
+}
+
+static int cmd_drift_watch(int n)
+{
+	unsigned long bar = open_device();
+	char dir[300], path[400], buf[64], unc[64];
+	int64_t offset, bound;
+	struct pollfd pfd;
+
+	if (drift_dir(dir, sizeof(dir))) {
+		fprintf(stderr, "vmmci-guest: driver not bound\n");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/drift_ns", dir);
+	pfd.fd = open(path, O_RDONLY);
+	if (pfd.fd < 0) {
+		perror(path);
+		return 1;
+	}
+	pfd.events = POLLPRI | POLLERR;
+	/* sysfs poll: read once, then poll wakes on sysfs_notify() */
+	read(pfd.fd, buf, sizeof(buf));
+	for (int i = 0; i < n; i++) {
+		if (poll(&pfd, 1, 120000) <= 0) {
+			fprintf(stderr, "vmmci-guest: no new drift value\n");
+			return 1;
+		}
+		lseek(pfd.fd, 0, SEEK_SET);
+		memset(buf, 0, sizeof(buf));
+		if (read(pfd.fd, buf, sizeof(buf) - 1) <= 0)
+			continue;	/* ENODATA: no valid measurement */
+		if (probe(bar, 5, &offset, &bound))
+			continue;
+		snprintf(path, sizeof(path), "%s/drift_uncertainty_ns", dir);
+		if (read_file(path, unc, sizeof(unc)))
+			continue;
+		printf("%lld %lld %lld %lld\n", atoll(buf), atoll(unc),
+		       (long long)offset, (long long)bound);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+static int cmd_set_offset(long long delta)
+{
+	int64_t t = now_ns() + delta;
+	struct timespec ts = { t / NSEC_PER_SEC, t % NSEC_PER_SEC };
+
+	if (clock_settime(CLOCK_REALTIME, &ts)) {
+		perror("vmmci-guest: clock_settime");
+		return 1;
+	}
+	return 0;
+}
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: vmmci-guest now | sleep-ms N\n");
+	fprintf(stderr, "usage: vmmci-guest now | set-offset NS | probe [N] | "
+		"drift-watch N\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	struct timespec ts;
-
 	if (argc == 2 && !strcmp(argv[1], "now")) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		printf("%lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec);
+		int64_t t = now_ns();
+
+		printf("%lld.%09lld\n", (long long)(t / NSEC_PER_SEC),
+		       (long long)(t % NSEC_PER_SEC));
 		return 0;
 	}
-	if (argc == 3 && !strcmp(argv[1], "sleep-ms")) {
-		long ms = strtol(argv[2], NULL, 10);
-
-		ts.tv_sec = ms / 1000;
-		ts.tv_nsec = (ms % 1000) * 1000000L;
-		return nanosleep(&ts, NULL) ? 1 : 0;
-	}
+	if (argc == 3 && !strcmp(argv[1], "set-offset"))
+		return cmd_set_offset(atoll(argv[2]));
+	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
+		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
+	if (argc == 3 && !strcmp(argv[1], "drift-watch"))
+		return cmd_drift_watch(atoi(argv[2]));
 	return usage();
 }
