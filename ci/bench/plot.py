@@ -1,0 +1,66 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0
+"""Plot the benchmark's series (scripts/bench --plot runs this with
+Debian's python3 and python3-matplotlib).
+
+Usage: plot.py BENCH.json OUT.png
+"""
+
+import json
+import sys
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt     # noqa: E402
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] in ('-h', '--help'):
+        print(__doc__)
+        return 0 if len(sys.argv) == 2 else 2
+    with open(sys.argv[1]) as f:
+        data = json.load(f)
+    series = data.get('series', {})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+
+    pause = series.get('pause', {})
+    for path, label, style in (('syncrtc', 'virtio_vmmci (SYNCRTC)', '-'),
+                               ('rtc', 'RTC path (hwclock -s)', '--')):
+        pts = pause.get(path)
+        if pts:
+            ax1.plot([t for t, _ in pts], [o / 1e6 for _, o in pts], style,
+                     marker='.', label=label)
+    ax1.set_yscale('symlog', linthresh=1)
+    ax1.set_xlabel('host time (s); VM paused 8 s after t = 2 s')
+    ax1.set_ylabel('guest - host (ms, symlog)')
+    ax1.set_title('Clock after a host suspend (8 s pause)')
+    ax1.grid(True, alpha=0.3)
+    ax1.legend()
+
+    drift = series.get('drift', {})
+    for skew, pts in drift.items():
+        if not pts:
+            continue
+        x = list(range(len(pts)))
+        ax2.plot(x, [p[1] / 1e6 for p in pts], '-', label='truth (probe), %s'
+                 % skew)
+        ax2.errorbar(x, [p[0] / 1e6 for p in pts],
+                     yerr=[p[2] / 1e6 for p in pts], fmt='.',
+                     label='drift_ns, %s' % skew)
+    ax2.set_xlabel('sample (1 s apart)')
+    ax2.set_ylabel('guest - host (ms)')
+    ax2.set_title('sysfs drift_ns tracking an injected skew')
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize='small')
+
+    m = data.get('machine', {})
+    fig.suptitle('vmmci benchmark, %s, %s' % (m.get('date', ''),
+                                                m.get('guest', '')),
+                 fontsize='small')
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=100)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
