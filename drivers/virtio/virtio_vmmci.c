@@ -14,12 +14,21 @@
  * This driver acknowledges and carries out the commands, steps the clock
  * to host time on SYNCRTC, tells the host when the guest powers itself
  * off, and measures the guest's clock drift periodically for sysfs.
+// @series-if ptp
+ * It also offers the host clock as a PTP clock, for chrony and the like.
+// @series-endif
  */
 
 #include <linux/device.h>
+// @series-if uevent
+#include <linux/kobject.h>
+// @series-endif
 #include <linux/math64.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+// @series-if ptp
+#include <linux/ptp_clock_kernel.h>
+// @series-endif
 #include <linux/reboot.h>
 #include <linux/sysfs.h>
 #include <linux/time64.h>
@@ -72,6 +81,10 @@ struct vmmci {
 	struct notifier_block reboot_nb;
 	struct work_struct cmd_work;
 	struct delayed_work drift_work;
+// @series-if ptp
+	struct ptp_clock_info ptp_info;
+	struct ptp_clock *ptp;		/* NULL without PTP support */
+// @series-endif
 	/* Serialises config space access (the time latch) and the fields below */
 	struct mutex lock;
 	/* Last command acted on, to ignore the ones vmd leaves in place */
@@ -125,14 +138,30 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 /*
  * Read the host clock, bracketed by guest CLOCK_REALTIME reads.  Returns
  * -ERANGE if the registers hold no plausible time.
+// @series-if ptp
+ * sts, if not NULL, gets system timestamps around the read that latches
+ * the host time, for PTP_SYS_OFFSET_EXTENDED.
+// @series-endif
  */
+// @series-if ptp
+static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
+				s64 *before_ns, s64 *after_ns,
+				struct ptp_system_timestamp *sts)
+// @series-else
 static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
 				s64 *before_ns, s64 *after_ns)
+// @series-endif
 {
 	u64 sec, usec;
 
 	*before_ns = ktime_get_real_ns();
+// @series-if ptp
+	ptp_read_system_prets(sts);
 	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
+	ptp_read_system_postts(sts);
+// @series-else
+	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
+// @series-endif
 	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
 	*after_ns = ktime_get_real_ns();
 
@@ -160,10 +189,17 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 
 	lockdep_assert_held(&vi->lock);
 
+// @series-if ptp
+	err = vmmci_read_host_time(vi, &first, &t0, &t1, NULL);
+	if (err)
+		return err;
+	err = vmmci_read_host_time(vi, &second, &t2, &t3, NULL);
+// @series-else
 	err = vmmci_read_host_time(vi, &first, &t0, &t1);
 	if (err)
 		return err;
 	err = vmmci_read_host_time(vi, &second, &t2, &t3);
+// @series-endif
 	if (err)
 		return err;
 
@@ -298,10 +334,31 @@ static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 	return stepped;
 }
 
+// @series-if uevent
+/*
+ * Tell user space (chrony, monitoring, systemd units) that the clock was
+ * stepped, and by how much.
+ */
+static void vmmci_uevent_step(struct vmmci *vi, s64 offset_ns)
+{
+	char offset[40];
+	char *envp[3];
+
+	snprintf(offset, sizeof(offset), "VMMCI_OFFSET_NS=%lld", offset_ns);
+	envp[0] = "VMMCI_EVENT=clock-step";
+	envp[1] = offset;
+	envp[2] = NULL;
+	kobject_uevent_env(&vi->vdev->dev.kobj, KOBJ_CHANGE, envp);
+}
+
+// @series-endif
 static void vmmci_cmd_work(struct work_struct *work)
 {
 	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
 	bool stepped = false;
+// @series-if uevent
+	s64 offset_ns;
+// @series-endif
 	u32 cmd;
 
 	mutex_lock(&vi->lock);
@@ -309,11 +366,17 @@ static void vmmci_cmd_work(struct work_struct *work)
 	/* vmd keeps an acked SHUTDOWN or REBOOT in place */
 	if (cmd != vi->last_cmd)
 		stepped = vmmci_handle_command(vi, cmd);
+// @series-if uevent
+	offset_ns = vi->last_sync_offset_ns;
+// @series-endif
 	mutex_unlock(&vi->lock);
 
 	if (stepped) {
 		sysfs_notify(&vi->vdev->dev.kobj, NULL, "last_sync_offset_ns");
 		sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
+// @series-if uevent
+		vmmci_uevent_step(vi, offset_ns);
+// @series-endif
 	}
 }
 
@@ -359,6 +422,84 @@ static int vmmci_reboot_notify(struct notifier_block *nb, unsigned long action,
 	return NOTIFY_DONE;
 }
 
+// @series-if ptp
+/*
+ * PTP clock: the host's wall clock, for "refclock PHC" in chrony.  It
+ * cannot be set or steered.
+ */
+
+static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
+			      struct timespec64 *ts,
+			      struct ptp_system_timestamp *sts)
+{
+	struct vmmci *vi = container_of(info, struct vmmci, ptp_info);
+	s64 host_ns, before_ns, after_ns;
+	int err;
+
+	mutex_lock(&vi->lock);
+	err = vmmci_read_host_time(vi, &host_ns, &before_ns, &after_ns, sts);
+	mutex_unlock(&vi->lock);
+	if (err)
+		return -EIO;
+
+	/* The host truncates to a microsecond: its midpoint is 500 ns on */
+	*ts = ns_to_timespec64(host_ns + NSEC_PER_USEC / 2);
+	return 0;
+}
+
+static int vmmci_ptp_settime(struct ptp_clock_info *info,
+			     const struct timespec64 *ts)
+{
+	return -EOPNOTSUPP;
+}
+
+static int vmmci_ptp_adjtime(struct ptp_clock_info *info, s64 delta)
+{
+	return -EOPNOTSUPP;
+}
+
+static int vmmci_ptp_adjfine(struct ptp_clock_info *info, long scaled_ppm)
+{
+	return -EOPNOTSUPP;
+}
+
+static int vmmci_ptp_enable(struct ptp_clock_info *info,
+			    struct ptp_clock_request *request, int on)
+{
+	return -EOPNOTSUPP;
+}
+
+static const struct ptp_clock_info vmmci_ptp_info = {
+	.owner		= THIS_MODULE,
+	.name		= "vmmci host clock",
+	.gettimex64	= vmmci_ptp_gettimex,
+	.settime64	= vmmci_ptp_settime,
+	.adjtime	= vmmci_ptp_adjtime,
+	.adjfine	= vmmci_ptp_adjfine,
+	.enable		= vmmci_ptp_enable,
+};
+
+/*
+ * The clock is an extra: without it (no PTP support, or registration
+ * failed) the device is still controlled and the drift still measured.
+ */
+static void vmmci_register_ptp(struct vmmci *vi)
+{
+	struct ptp_clock *ptp;
+
+	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
+		return;
+
+	vi->ptp_info = vmmci_ptp_info;
+	ptp = ptp_clock_register(&vi->ptp_info, &vi->vdev->dev);
+	if (IS_ERR(ptp)) {
+		dev_warn(&vi->vdev->dev, "no PTP clock: %pe\n", ptp);
+		return;
+	}
+	vi->ptp = ptp;
+}
+
+// @series-endif
 /* sysfs */
 
 static struct vmmci *dev_to_vmmci(struct device *dev)
@@ -503,6 +644,9 @@ static int vmmci_probe(struct virtio_device *vdev)
 	err = vmmci_start(vi);
 	if (err)
 		return err;
+// @series-if ptp
+	vmmci_register_ptp(vi);
+// @series-endif
 
 	dev_info(&vdev->dev, "vmd control interface, features:%s%s%s\n",
 		 virtio_has_feature(vdev, VMMCI_F_ACK) ? " ack" : "",
@@ -513,7 +657,15 @@ static int vmmci_probe(struct virtio_device *vdev)
 
 static void vmmci_remove(struct virtio_device *vdev)
 {
+// @series-if ptp
+	struct vmmci *vi = vdev->priv;
+
+	if (vi->ptp)
+		ptp_clock_unregister(vi->ptp);
+	vmmci_halt(vi);
+// @series-else
 	vmmci_halt(vdev->priv);
+// @series-endif
 }
 
 #ifdef CONFIG_PM_SLEEP
