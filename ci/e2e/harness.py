@@ -100,9 +100,62 @@ def build_qemu(path=None):
     return out.strip().splitlines()[-1]
 
 
+_tsc_khz = []
+
+
+def host_tsc_khz():
+    """The host's TSC rate in kHz (ci/e2e/tsc-khz.c), measured once."""
+    if not _tsc_khz:
+        os.makedirs(CACHE, exist_ok=True)
+        tool = os.path.join(CACHE, 'tsc-khz')
+        run(['gcc', '-O2', '-Wall', '-o', tool,
+             os.path.join(TOP, 'ci', 'e2e', 'tsc-khz.c')])
+        _tsc_khz.append(int(run([tool]).strip()))
+    return _tsc_khz[0]
+
+
 def _guest_tool(dest):
     src = os.path.join(TOP, 'ci', 'guest', 'vmmci-guest.c')
     run(['gcc', '-static', '-O2', '-Wall', '-o', dest, src])
+
+
+# Debian programs the guest runs, unpacked from their packages (not
+# installed on the host), with the libraries they need from the host.
+GUEST_DEBS = ('chrony', 'linuxptp')
+GUEST_PROGRAMS = ('usr/sbin/chronyd', 'usr/bin/chronyc', 'usr/sbin/phc_ctl')
+
+
+def _guest_debs():
+    root = os.path.join(CACHE, 'guest-debs')
+    done = os.path.join(root, 'unpacked')
+    if not os.path.isdir(done):
+        say('fetching %s for the guest' % ', '.join(GUEST_DEBS))
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)
+        run(['apt-get', 'download'] + list(GUEST_DEBS), cwd=root)
+        for deb in sorted(os.listdir(root)):
+            if deb.endswith('.deb'):
+                run(['dpkg-deb', '-x', os.path.join(root, deb),
+                     done + '.tmp'])
+        os.rename(done + '.tmp', done)
+    return done
+
+
+def _copy_program(src, stage, rel):
+    """Copy src to stage/rel, and the shared libraries it needs to the
+    same paths as on the host."""
+    dest = os.path.join(stage, rel)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copy(src, dest)
+    for line in run(['ldd', src]).splitlines():
+        if 'not found' in line:
+            raise RuntimeError('%s: %s' % (src, line.strip()))
+        m = re.search(r'(/\S+) \(0x', line)
+        if m:
+            lib = os.path.join(stage, m.group(1).lstrip('/'))
+            if not os.path.exists(lib):
+                os.makedirs(os.path.dirname(lib), exist_ok=True)
+                shutil.copy(m.group(1), lib)     # follows symlinks
 
 
 def make_initramfs(build_dir, dest, with_modules):
@@ -127,6 +180,13 @@ def make_initramfs(build_dir, dest, with_modules):
     shutil.copy(os.path.join(guest, 'profile'),
                 os.path.join(stage, 'etc', 'profile'))
     _guest_tool(os.path.join(stage, 'bin', 'vmmci-guest'))
+    debs = _guest_debs()
+    for rel in GUEST_PROGRAMS:
+        _copy_program(os.path.join(debs, rel), stage, rel)
+    with open(os.path.join(stage, 'etc', 'passwd'), 'w') as f:
+        f.write('root:x:0:0:root:/:/bin/sh\n')
+    with open(os.path.join(stage, 'etc', 'group'), 'w') as f:
+        f.write('root:x:0:\n')
     if with_modules:
         with open(os.path.join(build_dir, 'source-tree')) as f:
             tree = f.read().strip()
@@ -309,7 +369,11 @@ class Guest:
                '-no-shutdown',
                '-kernel', self.kernel.bzimage,
                '-initrd', self.kernel.initramfs,
-               '-append', 'console=ttyS0 acpi=off panic=-1 ' + self.append,
+               # Without ACPI the guest finds no HPET or PM timer to
+               # calibrate its TSC against, and may fall back to 4 ms
+               # jiffies; under TCG its TSC is the host's.
+               '-append', 'console=ttyS0 acpi=off panic=-1 tsc=reliable '
+               'tsc_early_khz=%d ' % host_tsc_khz() + self.append,
                '-chardev', 'file,id=con,path=' + self.path('console.log'),
                '-serial', 'chardev:con',
                '-chardev', 'socket,id=sh,path=%s,server=on,wait=off' %

@@ -85,6 +85,8 @@ class Suite:
             ('no-driver', self.no_driver),
             ('rebind', self.rebind),
             ('suspend-resume', self.suspend_resume),
+            ('ptp-clock', self.ptp_clock),
+            ('ptp-chrony', self.ptp_chrony),
         ]
         for name, fn in scenarios:
             if only and name not in only:
@@ -253,6 +255,12 @@ class Suite:
         steps = [(90 * NS, 'auto'), (-90 * NS, 'explicit'),
                  (86400 * NS, 'auto')]
         count = int(g.sysfs('sync_count'))
+        # In a subshell: the interactive shell must not see the job end
+        # (busybox ash on the serial line exits when it does)
+        g.sh('(vmmci-guest uevent-watch %d 120 > /tmp/uevents 2>&1 &)' %
+             len(steps))
+        g.sh('while ! grep -q listening /tmp/uevents; do sleep 0.1; done')
+        applied = []
         for offset, how in steps:
             label = '%s: host %+d s (%s SYNCRTC)' % (name, offset // NS, how)
             # guest - host before the jump; the step must undo it too
@@ -272,12 +280,20 @@ class Suite:
                        (label, SYNC_BOUND_NS // 1000000, off / 1e6, unc / 1e6),
                        abs(off) + unc < SYNC_BOUND_NS, '')
             step = int(g.sysfs('last_sync_offset_ns'))
+            applied.append(step)
             self.check('%s: last_sync_offset_ns matches the jump' % label,
                        abs(step - want) < SYNC_BOUND_NS,
                        'step %d, expected %d' % (step, want))
         log = [l for l in g.console().splitlines() if 'clock stepped' in l]
         self.check('%s: each step logged with its offset' % name,
                    len(log) >= len(steps), '\n'.join(log))
+        events = g.sh('cat /tmp/uevents').splitlines()[1:]
+        sent = [int(m.group(1)) for m in (
+            re.search(r'VMMCI_EVENT=clock-step VMMCI_OFFSET_NS=(-?\d+)', e)
+            for e in events) if m]
+        self.check('%s: a change uevent per step, with the offset applied' %
+                   name, sent == applied,
+                   'uevents %s, last_sync_offset_ns %s' % (events, applied))
         self.finish(name, g)
 
     def drift(self, name):
@@ -418,3 +434,130 @@ class Suite:
                    end and g.end_reason() == 'reset-after-stop',
                    g.end_reason())
         self.finish(name, g)
+
+    # The PTP clock
+
+    def ptp_device(self, g):
+        """The guest's vmmci PTP clock, e.g. ptp0, found from the virtio
+        device."""
+        return g.sh('ls /sys/bus/virtio/devices/%s/ptp' % self.vdev(g),
+                    check=False).strip()
+
+    def start_chrony(self, g, ptp):
+        """Start chronyd in the guest with the PTP clock as its source."""
+        # chronyd refuses a command socket directory others can read
+        g.sh('mkdir -p -m 0750 /run/chrony; mkdir -p /var/lib/chrony')
+        g.sh('printf "%s" > /etc/chrony.conf' %
+             CHRONY_CONF.replace('PTP', ptp))
+        g.sh('chronyd -f /etc/chrony.conf -u root -F 0 -L 0 '
+             '-l /tmp/chronyd.log')
+
+    def ptp_clock(self, name):
+        """The PTP clock is found from the device, reads host time, and
+        cannot be set or adjusted."""
+        g = self.boot(name)
+        ptp = self.ptp_device(g)
+        self.check('%s: PTP clock under the virtio device' % name,
+                   re.match(r'^ptp\d+$', ptp), ptp)
+        if not ptp:
+            self.finish(name, g)
+            return
+        clock_name = g.sh('cat /sys/class/ptp/%s/clock_name' % ptp)
+        self.check('%s: %s is named "vmmci host clock"' % (name, ptp),
+                   clock_name == 'vmmci host clock', clock_name)
+        # Guest clock 2 s behind the host (below vmd's SYNCRTC threshold)
+        g.set('host-offset-ns', 2 * NS)
+        _, phc_off, phc_bound = (int(x) for x in g.sh(
+            'vmmci-guest phc-read /dev/%s 50' % ptp).split())
+        probe_off, bound = (int(x) for x in
+                            g.sh('vmmci-guest probe 20').split())
+        # phc-read gives PHC - guest, the probe guest - host
+        err = phc_off + probe_off
+        self.check('%s: PTP clock reads host time (PHC - system %.3f ms '
+                   '+- %.3f, host - guest %.3f ms +- %.3f)' % (
+                       name, phc_off / 1e6, phc_bound / 1e6,
+                       -probe_off / 1e6, bound / 1e6),
+                   abs(err) <= phc_bound + bound + 1000, 'error %d ns' % err)
+        out = g.sh('phc_ctl /dev/%s get cmp 2>&1' % ptp, check=False)
+        m = re.search(r'offset from CLOCK_REALTIME is (-?\d+)ns', out)
+        # phc_ctl cmp prints system - PHC, the probe's sign
+        self.check('%s: phc_ctl get and cmp work' % name,
+                   'clock time is' in out and m and
+                   abs(int(m.group(1)) - probe_off) < 1000000, out)
+        # EOPNOTSUPP from the driver; the PTP core refuses a frequency
+        # beyond max_adjustment (0) with ERANGE before asking it
+        for op, err in (('set 0', 'not supported'), ('adj 1', 'not supported'),
+                        ('freq 0', 'not supported'),
+                        ('freq 100', 'out of range')):
+            out = g.sh('phc_ctl /dev/%s %s 2>&1; echo "exit $?"' % (ptp, op),
+                       check=False)
+            self.check('%s: phc_ctl %s refused (%s)' % (name, op, err),
+                       err in out, out)
+        after = int(g.sh('vmmci-guest probe 20').split()[0])
+        self.check('%s: the guest clock was not changed by those' % name,
+                   abs(after - probe_off) < 1000000,
+                   'guest - host %d ns before, %d ns after' %
+                   (probe_off, after))
+        # Unbinding removes the clock; rebinding brings one back
+        dev = self.vdev(g)
+        drv = '/sys/bus/virtio/drivers/virtio_vmmci'
+        g.sh('echo %s > %s/unbind' % (dev, drv))
+        gone = g.sh('ls /sys/class/ptp', check=False)
+        g.sh('echo %s > %s/bind' % (dev, drv))
+        back = self.ptp_device(g)
+        self.check('%s: unbind removes the clock, bind adds it again' % name,
+                   gone == '' and re.match(r'^ptp\d+$', back),
+                   'after unbind: %r, after bind: %r' % (gone, back))
+        self.finish(name, g)
+
+    def ptp_chrony(self, name):
+        """chrony with "refclock PHC" keeps the guest within 1 ms of a host
+        clock that starts 50 ms off and runs 100 ppm fast."""
+        g = self.boot(name)
+        ptp = self.ptp_device(g)
+        if not self.check('%s: PTP clock present' % name, ptp, ptp):
+            self.finish(name, g)
+            return
+        g.set('host-offset-ns', 50 * 1000000)
+        g.set('host-skew-ppb', 100 * 1000)
+        self.start_chrony(g, ptp)
+        converged, samples = None, []
+        t0 = time.time()
+        while time.time() - t0 < CHRONY_CONVERGE_S:
+            off, bound = (int(x) for x in g.sh('vmmci-guest probe 20').split())
+            samples.append((time.time() - t0, off, bound))
+            recent = samples[-5:]
+            if len(recent) == 5 and all(abs(o) + b < 1000000
+                                        for _, o, b in recent):
+                converged = time.time() - t0
+                break
+            time.sleep(2)
+        sources = g.sh('chronyc -n sources 2>&1', check=False)
+        self.check('%s: chrony selected the PHC refclock' % name,
+                   re.search(r'^#\* PHC0', sources, re.M), sources)
+        self.check('%s: within 1 ms of host time after %s s' % (
+            name, '%.0f' % converged if converged else '> %d' %
+            CHRONY_CONVERGE_S), converged, 'samples (s, ns, bound): %s' %
+            samples[-10:])
+        if converged:
+            worst = 0
+            t1 = time.time()
+            while time.time() - t1 < CHRONY_HOLD_S:
+                off, bound = (int(x) for x in
+                              g.sh('vmmci-guest probe 20').split())
+                worst = max(worst, abs(off) + bound)
+                time.sleep(3)
+            self.check('%s: held within 1 ms for %d s (worst |guest - host| '
+                       '+ bound %.3f ms)' % (name, CHRONY_HOLD_S, worst / 1e6),
+                       worst < 1000000, '')
+        g.sh('chronyc -n tracking > /tmp/tracking 2>&1; true', check=False)
+        self.finish(name, g)
+
+
+# chrony in the guest: the vmmci PTP clock as its only source.  makestep
+# as the admin guide suggests; the log goes to /tmp/chronyd.log.
+CHRONY_CONF = (r'refclock PHC /dev/PTP poll 0 dpoll -2\n'
+               r'makestep 1 3\n'
+               r'driftfile /var/lib/chrony/drift\n')
+CHRONY_CONVERGE_S = 240
+CHRONY_HOLD_S = 60

@@ -11,6 +11,15 @@
  *   vmmci-guest drift-watch N  wait for N new drift_ns values (poll), and
  *                              print each with its uncertainty and a probe:
  *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
+ *   vmmci-guest phc-read DEV N read the PTP clock DEV N times with
+ *                              clock_gettime(): "NS_PER_READ OFFSET_NS
+ *                              BOUND_NS", the mean cost of a read, and the
+ *                              PTP clock minus CLOCK_REALTIME of the
+ *                              fastest read with its error bound
+ *   vmmci-guest uevent-watch N SECONDS
+ *                              print the first N uevents that carry
+ *                              VMMCI_EVENT, one line each, "KEY=VALUE ...",
+ *                              waiting at most SECONDS
  *
  * The probe brackets the register reads (TIME_SEC at BAR0 + 24, which
  * latches the host clock, then TIME_USEC at + 32) by two CLOCK_REALTIME
@@ -18,6 +27,7 @@
  * at most half the bracket plus half a microsecond of host resolution.
  */
 
+#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -191,6 +203,95 @@ static int cmd_drift_watch(int n)
 	return 0;
 }
 
+/* The dynamic clock id of an open PTP character device */
+static clockid_t fd_to_clockid(int fd)
+{
+	return (clockid_t)((~(unsigned int)fd << 3) | 3);
+}
+
+static int64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts))
+		return -1;
+	return ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
+static int cmd_phc_read(const char *dev, int n)
+{
+	int64_t start, t0, t1, phc, width, best = -1, offset = 0;
+	int fd = open(dev, O_RDONLY);
+	clockid_t id;
+
+	if (fd < 0 || n < 1) {
+		perror("vmmci-guest: open");
+		return 1;
+	}
+	id = fd_to_clockid(fd);
+	start = clock_ns(CLOCK_MONOTONIC);
+	for (int i = 0; i < n; i++) {
+		t0 = now_ns();
+		phc = clock_ns(id);
+		t1 = now_ns();
+		if (phc < 0) {
+			perror("vmmci-guest: clock_gettime");
+			return 1;
+		}
+		width = t1 - t0;
+		if (best < 0 || width < best) {
+			best = width;
+			offset = phc - (t0 + width / 2);
+		}
+	}
+	printf("%lld %lld %lld\n",
+	       (long long)((clock_ns(CLOCK_MONOTONIC) - start) / n),
+	       (long long)offset, (long long)(best / 2));
+	close(fd);
+	return 0;
+}
+
+static int cmd_uevent_watch(int n, int seconds)
+{
+	struct sockaddr_nl addr = {
+		.nl_family = AF_NETLINK, .nl_groups = 1,	/* kernel events */
+	};
+	int64_t deadline = now_ns() + seconds * NSEC_PER_SEC;
+	char buf[4096];
+	int fd = socket(AF_NETLINK, SOCK_DGRAM, NETLINK_KOBJECT_UEVENT);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		perror("vmmci-guest: uevent socket");
+		return 1;
+	}
+	/* Tell the caller it may now cause the event */
+	printf("listening\n");
+	fflush(stdout);
+	while (n > 0) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - now_ns();
+		ssize_t len;
+
+		if (left <= 0 || poll(&p, 1, left / 1000000 + 1) <= 0)
+			break;
+		len = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (len <= 0)
+			continue;
+		buf[len] = 0;
+		if (!memmem(buf, len, "VMMCI_EVENT=", 12))
+			continue;
+		/* "ACTION@DEVPATH\0KEY=VALUE\0...": print the KEY=VALUEs */
+		for (char *kv = buf + strlen(buf) + 1; kv < buf + len;
+		     kv += strlen(kv) + 1)
+			printf("%s%s", kv == buf + strlen(buf) + 1 ? "" : " ", kv);
+		printf("\n");
+		fflush(stdout);
+		n--;
+	}
+	close(fd);
+	return n > 0;
+}
+
 static int cmd_set_offset(long long delta)
 {
 	int64_t t = now_ns() + delta;
@@ -206,7 +307,7 @@ static int cmd_set_offset(long long delta)
 static int usage(void)
 {
 	fprintf(stderr, "usage: vmmci-guest now | set-offset NS | probe [N] | "
-		"drift-watch N\n");
+		"drift-watch N | phc-read DEV N | uevent-watch N SECONDS\n");
 	return 2;
 }
 
@@ -225,5 +326,9 @@ int main(int argc, char **argv)
 		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
 	if (argc == 3 && !strcmp(argv[1], "drift-watch"))
 		return cmd_drift_watch(atoi(argv[2]));
+	if (argc == 4 && !strcmp(argv[1], "uevent-watch"))
+		return cmd_uevent_watch(atoi(argv[2]), atoi(argv[3]));
+	if (argc == 4 && !strcmp(argv[1], "phc-read"))
+		return cmd_phc_read(argv[2], atoi(argv[3]));
 	return usage();
 }
