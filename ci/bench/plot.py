@@ -21,7 +21,11 @@ def main():
     with open(sys.argv[1]) as f:
         data = json.load(f)
     series = data.get('series', {})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    long_run = series.get('long', {})
+    if long_run:
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 4.5))
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
 
     pause = series.get('pause', {})
     for path, label, style in (('syncrtc', 'virtio_vmmci (SYNCRTC)', '-'),
@@ -52,6 +56,20 @@ def main():
     ax2.set_title('sysfs drift_ns tracking an injected skew')
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize='small')
+
+    if long_run:
+        for kind, label in (('chrony', 'chrony, refclock PHC (vmmci)'),
+                            ('syncrtc-only', 'driver alone (SYNCRTC steps)')):
+            pts = long_run.get(kind)
+            if pts:
+                ax3.plot([t / 60 for t, _ in pts], [o / 1e6 for _, o in pts],
+                         '.-', label=label)
+        ax3.set_yscale('symlog', linthresh=0.1)
+        ax3.set_xlabel('minutes; host clock +50 ms, 100 ppm fast')
+        ax3.set_ylabel('guest - host (ms, symlog)')
+        ax3.set_title('Keeping in step between jumps')
+        ax3.grid(True, alpha=0.3)
+        ax3.legend()
 
     m = data.get('machine', {})
     fig.suptitle('vmmci benchmark, %s, %s' % (m.get('date', ''),
