@@ -72,4 +72,4 @@ series_dir() {
 }
 
 # Packages the tests need on top of KBUILD_PKGS.
-TEST_PKGS="b4 quilt busybox-static e2fsprogs"
+TEST_PKGS="b4 quilt busybox-static e2fsprogs python3-docutils"
