@@ -111,7 +111,8 @@ class Suite:
     def vdev(self, g):
         """The guest's vmmci virtio device name, e.g. virtio1."""
         out = g.sh('for d in /sys/bus/virtio/devices/*; do '
-                   '[ "$(cat $d/vendor)" = 0x0b5d ] && basename $d; done')
+                   'if [ "$(cat $d/vendor)" = 0x0b5d ]; then basename $d; '
+                   'fi; done')
         return out.strip()
 
     def acks(self, g):
