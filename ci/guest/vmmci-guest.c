@@ -21,10 +21,10 @@
  *                              VMMCI_EVENT, one line each, "KEY=VALUE ...",
  *                              waiting at most SECONDS
  *
- * The probe brackets the register reads (TIME_SEC at BAR0 + 24, which
- * latches the host clock, then TIME_USEC at + 32) by two CLOCK_REALTIME
- * reads: the host sample lies within the bracket, so the offset's error is
- * at most half the bracket plus half a microsecond of host resolution.
+ * The probe brackets the read of TIME_SEC at BAR0 + 24, which latches the
+ * host clock, by two CLOCK_REALTIME reads, then reads TIME_USEC at + 32:
+ * the host sample lies within the bracket, so the offset's error is at
+ * most half the bracket plus half a microsecond of host resolution.
  */
 
 #define _GNU_SOURCE
@@ -100,9 +100,9 @@ static int probe(unsigned long bar, int n, int64_t *offset, int64_t *bound)
 
 	for (int i = 0; i < n; i++) {
 		t0 = now_ns();
-		sec = inl(bar + VMMCI_TIME_SEC);
-		usec = inl(bar + VMMCI_TIME_USEC);
+		sec = inl(bar + VMMCI_TIME_SEC);	/* latches the host time */
 		t1 = now_ns();
+		usec = inl(bar + VMMCI_TIME_USEC);
 		if (usec >= 1000000)
 			continue;
 		host = sec * NSEC_PER_SEC + usec * 1000LL + 500;

@@ -104,7 +104,7 @@ struct vmmci {
 struct vmmci_sample {
 	s64 host_ns;
 	s64 guest_ns;		/* midpoint of the bracket */
-	u64 bracket_ns;		/* guest time the register reads took */
+	u64 bracket_ns;		/* guest time the latching read took */
 };
 
 static unsigned int drift_interval_sec = 15;
@@ -136,8 +136,10 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 }
 
 /*
- * Read the host clock, bracketed by guest CLOCK_REALTIME reads.  Returns
- * -ERANGE if the registers hold no plausible time.
+ * Read the host clock.  The guest's CLOCK_REALTIME is read just before
+ * and after the register read that latches the host time, so that the
+ * host sample lies between the two.  Returns -ERANGE if the registers
+ * hold no plausible time.
 // @series-if ptp
  * sts, if not NULL, gets system timestamps around the read that latches
  * the host time, for PTP_SYS_OFFSET_EXTENDED.
@@ -162,8 +164,8 @@ static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
 // @series-else
 	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
 // @series-endif
-	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
 	*after_ns = ktime_get_real_ns();
+	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
 
 	if (sec < VMMCI_HOST_SEC_MIN || sec > VMMCI_HOST_SEC_MAX ||
 	    usec >= USEC_PER_SEC) {
