@@ -14,6 +14,18 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt     # noqa: E402
 
 
+def label_axes(ax, title, xlabel, linthresh=None):
+    """Title, labels and grid for a plot of guest - host in ms; a symlog
+    y axis if linthresh is given."""
+    if linthresh:
+        ax.set_yscale('symlog', linthresh=linthresh)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel('guest - host (ms%s)' % (', symlog' if linthresh else ''))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize='small')
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] in ('-h', '--help'):
         print(__doc__)
@@ -34,12 +46,8 @@ def main():
         if pts:
             ax1.plot([t for t, _ in pts], [o / 1e6 for _, o in pts], style,
                      marker='.', label=label)
-    ax1.set_yscale('symlog', linthresh=1)
-    ax1.set_xlabel('host time (s); VM paused 8 s after t = 2 s')
-    ax1.set_ylabel('guest - host (ms, symlog)')
-    ax1.set_title('Clock after a host suspend (8 s pause)')
-    ax1.grid(True, alpha=0.3)
-    ax1.legend()
+    label_axes(ax1, 'Clock after a host suspend (8 s pause)',
+               'host time (s); VM paused 8 s after t = 2 s', linthresh=1)
 
     drift = series.get('drift', {})
     for skew, pts in drift.items():
@@ -51,11 +59,8 @@ def main():
         ax2.errorbar(x, [p[0] / 1e6 for p in pts],
                      yerr=[p[2] / 1e6 for p in pts], fmt='.',
                      label='drift_ns, %s' % skew)
-    ax2.set_xlabel('sample (1 s apart)')
-    ax2.set_ylabel('guest - host (ms)')
-    ax2.set_title('sysfs drift_ns tracking an injected skew')
-    ax2.grid(True, alpha=0.3)
-    ax2.legend(fontsize='small')
+    label_axes(ax2, 'sysfs drift_ns tracking an injected skew',
+               'sample (1 s apart)')
 
     if long_run:
         for kind, label in (('chrony', 'chrony, refclock PHC (vmmci)'),
@@ -64,12 +69,8 @@ def main():
             if pts:
                 ax3.plot([t / 60 for t, _ in pts], [o / 1e6 for _, o in pts],
                          '.-', label=label)
-        ax3.set_yscale('symlog', linthresh=0.1)
-        ax3.set_xlabel('minutes; host clock +50 ms, 100 ppm fast')
-        ax3.set_ylabel('guest - host (ms, symlog)')
-        ax3.set_title('Keeping in step between jumps')
-        ax3.grid(True, alpha=0.3)
-        ax3.legend()
+        label_axes(ax3, 'Keeping in step between jumps',
+                   'minutes; host clock +50 ms, 100 ppm fast', linthresh=0.1)
 
     m = data.get('machine', {})
     fig.suptitle('vmmci benchmark, %s, %s' % (m.get('date', ''),
