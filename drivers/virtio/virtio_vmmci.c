@@ -138,8 +138,9 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 /*
  * Read the host clock.  The guest's CLOCK_REALTIME is read just before
  * and after the register read that latches the host time, so that the
- * host sample lies between the two.  Returns -ERANGE if the registers
- * hold no plausible time.
+ * host sample lies between the two.  The host truncates its time to a
+ * microsecond: host_ns is the middle of that microsecond.  Returns
+ * -ERANGE if the registers hold no plausible time.
 // @series-if ptp
  * sts, if not NULL, gets system timestamps around the read that latches
  * the host time, for PTP_SYS_OFFSET_EXTENDED.
@@ -174,15 +175,15 @@ static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
 				     sec, usec);
 		return -ERANGE;
 	}
-	*host_ns = sec * NSEC_PER_SEC + usec * NSEC_PER_USEC;
+	*host_ns = sec * NSEC_PER_SEC + usec * NSEC_PER_USEC +
+		   NSEC_PER_USEC / 2;
 	return 0;
 }
 
 /*
  * Take two host samples back to back and keep the second.  A host clock
  * that goes backwards, or forwards by more than the guest saw, between
- * them is not trusted.  The host value is truncated to a microsecond, so
- * its midpoint is 500 ns later.
+ * them is not trusted.
  */
 static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 {
@@ -213,7 +214,7 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 		return -ERANGE;
 	}
 
-	s->host_ns = second + NSEC_PER_USEC / 2;
+	s->host_ns = second;
 	s->guest_ns = t2 + (t3 - t2) / 2;
 	s->bracket_ns = t3 - t2;
 	return 0;
@@ -444,8 +445,7 @@ static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
 	if (err)
 		return -EIO;
 
-	/* The host truncates to a microsecond: its midpoint is 500 ns on */
-	*ts = ns_to_timespec64(host_ns + NSEC_PER_USEC / 2);
+	*ts = ns_to_timespec64(host_ns);
 	return 0;
 }
 
@@ -659,15 +659,13 @@ static int vmmci_probe(struct virtio_device *vdev)
 
 static void vmmci_remove(struct virtio_device *vdev)
 {
-// @series-if ptp
 	struct vmmci *vi = vdev->priv;
 
+// @series-if ptp
 	if (vi->ptp)
 		ptp_clock_unregister(vi->ptp);
-	vmmci_halt(vi);
-// @series-else
-	vmmci_halt(vdev->priv);
 // @series-endif
+	vmmci_halt(vi);
 }
 
 #ifdef CONFIG_PM_SLEEP
