@@ -8,6 +8,7 @@ prepare(); a Guest is one QEMU run with its own work directory holding the
 kernel console log, the shell transcript and QEMU's stderr.
 """
 
+import functools
 import json
 import os
 import re
@@ -100,18 +101,14 @@ def build_qemu(path=None):
     return out.strip().splitlines()[-1]
 
 
-_tsc_khz = []
-
-
+@functools.lru_cache(maxsize=None)
 def host_tsc_khz():
     """The host's TSC rate in kHz (ci/e2e/tsc-khz.c), measured once."""
-    if not _tsc_khz:
-        os.makedirs(CACHE, exist_ok=True)
-        tool = os.path.join(CACHE, 'tsc-khz')
-        run(['gcc', '-O2', '-Wall', '-o', tool,
-             os.path.join(TOP, 'ci', 'e2e', 'tsc-khz.c')])
-        _tsc_khz.append(int(run([tool]).strip()))
-    return _tsc_khz[0]
+    os.makedirs(CACHE, exist_ok=True)
+    tool = os.path.join(CACHE, 'tsc-khz')
+    run(['gcc', '-O2', '-Wall', '-o', tool,
+         os.path.join(TOP, 'ci', 'e2e', 'tsc-khz.c')])
+    return int(run([tool]).strip())
 
 
 def _guest_tool(dest):
@@ -509,6 +506,13 @@ class Guest:
             if best is None or cand[1] < best[1]:
                 best = cand
         return best
+
+    def probe(self, samples=20):
+        """Guest CLOCK_REALTIME minus host time, read in the guest from the
+        device's registers by vmmci-guest, independently of the driver;
+        best of samples.  Returns (offset_ns, bound_ns)."""
+        off, bound = self.sh('vmmci-guest probe %d' % samples).split()
+        return int(off), int(bound)
 
     def sysfs(self, attr):
         return self.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr)
