@@ -9,7 +9,9 @@ QMP drives host requests and reads the observation properties.  INTx is
 watched both through the PCI status register (bit 3) and by intercepting
 the IOAPIC input the PIIX3 routes the device's PIRQ to.
 
-Covers spec requirements M1-M19 (M19: migration to a file and back).
+Covers spec requirements M1-M19 (M19: migration to a file and back) and
+the fault-injection properties (fault, raise, storm, run-time features and
+status).
 Takes about 20 s.  --qemu / $VMMCI_QEMU / scripts/build-qemu select the
 binary, as in smoke.py.  Exit status 0 if every check passed.
 """
@@ -521,6 +523,231 @@ def test_autosync(vm):
     check("auto-syncrtc=off: no SYNCRTC", vm.get("raise-count") == base + 2)
 
 
+def latch(vm):
+    """TIME_SEC low (latches), TIME_SEC high, TIME_USEC low, TIME_USEC high."""
+    return [vm.inl(BAR + off) for off in (24, 28, 32, 36)]
+
+
+def test_fault_time(vm):
+    print("# fault modes: TIME registers")
+    check("fault defaults to none", vm.get("fault") == "none")
+    r = vm.set("fault", "time-bogus")
+    check("fault=time-bogus rejected, nothing changes",
+          "error" in r and vm.get("fault") == "none",
+          r.get("error", {}).get("desc", r))
+
+    vm.set("host-offset-ns", 0)
+    r = vm.set("fault", "time-usec-invalid")
+    sec, hi, usec, uhi = latch(vm)
+    check("time-usec-invalid: TIME_USEC = latched us + 1e6",
+          "return" in r and vm.get("fault") == "time-usec-invalid" and
+          1_000_000 <= usec <= 1_999_999 and hi == 0 and uhi == 0 and
+          abs(sec + (usec - 1e6) / 1e6 - time.time()) < 0.1, (sec, usec))
+    check("time-usec-invalid: the host clock is unchanged",
+          abs(vm.get("host-time-ns") - time.time_ns()) < 50_000_000)
+
+    vm.set("fault", "none")
+    usec0 = latch(vm)[2]
+    time.sleep(0.02)
+    vm.set("fault", "time-sec-zero")
+    sec, hi, usec, uhi = latch(vm)
+    check("time-sec-zero: TIME_SEC low reads 0, the latch still happens",
+          sec == 0 and hi == 0 and uhi == 0 and usec < 1_000_000 and
+          usec != usec0, (sec, usec, usec0))
+
+    vm.set("fault", "time-sec-high")
+    sec, hi, usec, uhi = latch(vm)
+    check("time-sec-high: TIME_SEC high reads 1, the rest is normal",
+          hi == 1 and abs(sec - time.time()) < 2 and usec < 1_000_000 and
+          uhi == 0, (sec, hi, usec))
+
+    vm.set("fault", "time-backwards")
+    t = time.time()
+    samples = [latch(vm) for _ in range(4)]
+    secs = [x[0] for x in samples]
+    check("time-backwards: first latch = host time - 1 s",
+          abs(secs[0] + samples[0][2] / 1e6 - (t - 1)) < 0.1, secs[0] - t)
+    check("time-backwards: each latch exactly 1 s earlier",
+          all(secs[i + 1] == secs[i] - 1 for i in range(3)) and
+          len({x[2] for x in samples}) == 1 and
+          all(x[1] == 0 and x[3] == 0 and x[2] < 1_000_000
+              for x in samples), samples)
+    vm.set("fault", "time-backwards")
+    sec = latch(vm)[0]
+    check("time-backwards: setting the mode again restarts at host - 1 s",
+          abs(sec - (time.time() - 1)) < 2, (sec, secs))
+    check("time-backwards: the host clock is unchanged",
+          abs(vm.get("host-time-ns") - time.time_ns()) < 50_000_000)
+
+    vm.set("fault", "time-random")
+    samples = [latch(vm) for _ in range(4)]
+    check("time-random: 64-bit seconds and microseconds, all random",
+          len({tuple(x) for x in samples}) == 4 and
+          any(x[1] for x in samples) and any(x[3] for x in samples) and
+          any(x[2] >= 1_000_000 for x in samples),
+          [["%08x" % w for w in x] for x in samples])
+    usec = vm.inl(BAR + 32)
+    check("time-random: TIME_USEC stable without a new latch",
+          usec == samples[-1][2])
+
+    vm.set("fault", "none")
+    sec, hi, usec, uhi = latch(vm)
+    check("fault=none: normal TIME registers again",
+          vm.get("fault") == "none" and hi == 0 and uhi == 0 and
+          usec < 1_000_000 and
+          abs(sec + usec / 1e6 - time.time()) < 0.1, (sec, hi, usec, uhi))
+
+
+def test_fault_raise(vm):
+    print("# fault modes: raw raise")
+    b = BAR
+    vm.outb(b + 18, 0)
+    vm.inb(b + 19)
+    n = vm.get("raise-count")
+    check("raise reads 0 before any write", vm.get("raise") == 0)
+    r = vm.set("raise", 2)
+    check("raise=2 without DRIVER_OK: COMMAND=2, ISR=2, INTx",
+          "return" in r and vm.inl(b + 20) == 2 and vm.get("isr") == 2 and
+          vm.intx() and vm.irq(), r)
+    check("raise: raise-count/raise-cmd/raise-time-ns updated",
+          vm.get("raise-count") == n + 1 and vm.get("raise-cmd") == 2 and
+          abs(vm.get("raise-time-ns") - time.time_ns()) < 2e9)
+    check("raise: no timer, no stop pending, reads back 2",
+          vm.get("timer-armed-ms") == -1 and not vm.get("stop-pending") and
+          vm.get("raise") == 2)
+    check("raise: ISR read clears it",
+          vm.inb(b + 19) == 2 and not vm.intx() and not vm.irq())
+    vm.set("raise", 2)
+    check("raise of the current value: spurious interrupt, no change",
+          vm.get("raise-count") == n + 2 and vm.inl(b + 20) == 2 and
+          vm.intx() and vm.get("isr") == 2)
+    vm.inb(b + 19)
+    vm.set("raise", 0xdeadbeef)
+    check("raise of an illegal command value",
+          vm.inl(b + 20) == 0xdeadbeef and vm.get("command") == 0xdeadbeef
+          and vm.get("raise-cmd") == 0xdeadbeef and vm.intx())
+    r = vm.set("raise", 1 << 32)
+    check("raise=2^32 rejected", "error" in r and
+          vm.get("raise") == 0xdeadbeef and vm.get("raise-count") == n + 3,
+          r.get("error", {}).get("desc", r))
+    vm.set("raise", 0)
+    vm.inb(b + 19)
+    check("raise=0 clears COMMAND (with an interrupt)",
+          vm.inl(b + 20) == 0 and vm.get("raise-count") == n + 4)
+
+
+def test_fault_storm(vm):
+    print("# fault modes: interrupt storm")
+    b = BAR
+    vm.set("auto-syncrtc", False)
+    check("storm defaults", vm.get("storm") == "" and
+          vm.get("storm-interval-us") == 1000 and
+          vm.get("storm-count") == 0)
+    for bad in ("3:", ":", ":3", "3::4", "x", "-1", "+3", " 3", "3 ",
+                "0x3", "4294967296", "3,4"):
+        r = vm.set("storm", bad)
+        check("storm=%r rejected" % bad,
+              "error" in r and vm.get("storm") == "",
+              "" if "error" in r else r)
+    r = vm.set("storm-interval-us", 99)
+    check("storm-interval-us=99 rejected",
+          "error" in r and vm.get("storm-interval-us") == 1000, r)
+    r = vm.set("storm-interval-us", 100)
+    check("storm-interval-us=100 accepted",
+          "return" in r and vm.get("storm-interval-us") == 100, r)
+    vm.set("storm-interval-us", 1000)
+
+    n = vm.get("raise-count")
+    r = vm.set("storm", "3:7:0:42")
+    check("storm=3:7:0:42 accepted", "return" in r and
+          vm.get("storm") == "3:7:0:42" and vm.get("storm-count") == 0, r)
+    seen = []
+    for _ in range(6):
+        vm.clock_step(1_000_000)
+        seen.append(vm.inl(b + 20))
+    check("storm rotates the values, one raise per interval",
+          seen == [3, 7, 0, 42, 3, 7] and vm.get("storm-count") == 6 and
+          vm.get("raise-count") == n + 6 and vm.get("raise-cmd") == 7, seen)
+    check("storm keeps INTx asserted", vm.intx() and vm.get("isr") == 2)
+    r = vm.set("storm", "1:x")
+    check("bad storm while one runs: error, storm unchanged",
+          "error" in r and vm.get("storm") == "3:7:0:42", r)
+    c0 = vm.get("storm-count")
+    vm.clock_step(1_000_000_000)
+    c1 = vm.get("storm-count")
+    check("storm at 1000 us: ~1000 raises per virtual second",
+          999 <= c1 - c0 <= 1001, c1 - c0)
+    vm.set("storm-interval-us", 500)
+    vm.clock_step(1_000_000_000)
+    c2 = vm.get("storm-count")
+    check("storm-interval-us=500: ~2000 raises per virtual second",
+          1999 <= c2 - c1 <= 2001, c2 - c1)
+    vm.set("storm-interval-us", 1000)
+    check("storm raises are counted in raise-count",
+          vm.get("raise-count") - n == c2, (vm.get("raise-count") - n, c2))
+    r = vm.set("storm", "")
+    n = vm.get("raise-count")
+    vm.clock_step(10_000_000)
+    check("storm='' stops it, storm-count is kept",
+          "return" in r and vm.get("storm") == "" and
+          vm.get("raise-count") == n and vm.get("storm-count") == c2, r)
+    vm.inb(b + 19)
+    vm.set("storm", "5")
+    check("a new storm restarts storm-count",
+          vm.get("storm-count") == 0 and vm.get("storm") == "5")
+    vm.clock_step(3_000_000)
+    check("single-value storm: same command, 3 raises",
+          vm.get("storm-count") == 3 and vm.inl(b + 20) == 5)
+
+
+def test_fault_host_state(vm):
+    print("# fault modes: features and status from the host")
+    b = BAR
+    check("features defaults to 7", vm.get("features") == 7 and
+          vm.inl(b + 0) == 7)
+    r = vm.set("features", 0)
+    check("features=0 at run time: DEVICE_FEATURES reads 0",
+          "return" in r and vm.inl(b + 0) == 0 and vm.get("features") == 0, r)
+    vm.set("features", 5)
+    check("features=5 at run time: DEVICE_FEATURES reads 5",
+          vm.inl(b + 0) == 5)
+    r = vm.set("features", 1 << 32)
+    check("features=2^32 rejected", "error" in r and vm.inl(b + 0) == 5, r)
+    vm.set("features", 7)
+
+    vm.driver_ok()
+    r = vm.set("status", 0)
+    check("status=0 from the host clears DRIVER_OK",
+          "return" in r and vm.inb(b + 18) == 0 and
+          vm.get("driver-ok") is False, r)
+    r = vm.request("shutdown")
+    check("request=shutdown refused after the host cleared DRIVER_OK",
+          "error" in r, r)
+    vm.set("status", 7)
+    check("status=7 from the host: DRIVER_OK visible",
+          vm.inb(b + 18) == 7 and vm.get("driver-ok") is True)
+    r = vm.set("status", 256)
+    check("status=256 rejected", "error" in r and vm.inb(b + 18) == 7, r)
+
+
+def test_fault_reset(vm):
+    print("# fault modes across a reset")
+    vm.set("fault", "time-sec-high")
+    vm.set("storm", "3")
+    vm.outb(0xcf9, 0x06)
+    time.sleep(0.3)
+    vm.setup()
+    n = vm.get("raise-count")
+    vm.clock_step(10_000_000)
+    check("reset stops the storm",
+          vm.get("storm") == "" and vm.get("raise-count") == n and
+          vm.inl(BAR + 20) == 0 and not vm.intx())
+    check("fault mode and features survive a reset",
+          vm.get("fault") == "time-sec-high" and vm.inl(BAR + 28) == 1 and
+          vm.get("features") == 7)
+    vm.set("fault", "none")
+
+
 def test_reset_after_stop(qemu, tmp):
     print("# M14 guest reset while a stop is pending")
     vm = Vm(qemu, tmp, "m14")
@@ -912,6 +1139,16 @@ def main():
         vm.setup()
         test_reset(vm)
         test_autosync(vm)
+    finally:
+        vm.close()
+    vm = Vm(qemu, tmp, "fault")
+    try:
+        vm.setup()
+        test_fault_time(vm)
+        test_fault_raise(vm)
+        test_fault_storm(vm)
+        test_fault_host_state(vm)
+        test_fault_reset(vm)
     finally:
         vm.close()
     test_reset_after_stop(qemu, tmp)

@@ -7,7 +7,8 @@ Starts qemu-system-x86_64 (-M pc -nodefaults -display none -S) with
   * query-pci: 0b5d:0777 class 0x0780 subsystem 0b5d:ffff, INTA, one
     4096-byte I/O BAR (the revision is checked by regtest.py)
   * qom-list / qom-get: features=7, command=0, driver-ok=false, ...
-  * qom-set request=bogus and request=shutdown (no DRIVER_OK) fail
+  * qom-set request=bogus, request=shutdown (no DRIVER_OK) and fault=bogus
+    fail; features can be set after realize (fault modes: regtest.py)
   * qom-set request=stop without a driver ends QEMU, and QEMU's stderr says
     "vmmci: end-reason=stop-without-driver"
 
@@ -84,7 +85,9 @@ def main():
                 "driver-ok", "isr", "end-reason", "timer-armed-ms",
                 "last-ack-ns", "acks", "raise-time-ns", "host-offset-ns",
                 "host-skew-ppb", "auto-syncrtc", "short-timeout-ms",
-                "long-timeout-ms", "unmatched-read", "stop-pending"}
+                "long-timeout-ms", "unmatched-read", "stop-pending",
+                "fault", "raise", "storm", "storm-interval-us",
+                "storm-count"}
         check("qom-list has the vmmci properties", want <= names,
               sorted(want - names))
 
@@ -99,7 +102,9 @@ def main():
                           ("short-timeout-ms", 3000),
                           ("long-timeout-ms", 120000),
                           ("unmatched-read", 0xffffffff),
-                          ("auto-syncrtc", True)):
+                          ("auto-syncrtc", True), ("fault", "none"),
+                          ("raise", 0), ("storm", ""),
+                          ("storm-interval-us", 1000), ("storm-count", 0)):
             v = get(prop)
             check("qom-get %s == %r" % (prop, val), v == val, v)
         ht = get("host-time-ns")
@@ -115,6 +120,12 @@ def main():
         r = q.raw("qom-set", path=DEV, property="command", value=1)
         check("command is read-only", "error" in r,
               r.get("error", {}).get("desc", r))
+        r = q.raw("qom-set", path=DEV, property="fault", value="bogus")
+        check("fault=bogus is rejected", "error" in r and
+              get("fault") == "none", r.get("error", {}).get("desc", r))
+        r = q.raw("qom-set", path=DEV, property="features", value=3)
+        check("features is writable at run time",
+              "return" in r and get("features") == 3, r)
 
         r = q.raw("qom-set", path=DEV, property="request", value="stop")
         check("request=stop accepted", "return" in r, r)

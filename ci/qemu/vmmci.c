@@ -28,6 +28,7 @@
  *   28 TIME_SEC high     R: 0 (vmd's "<< 32" quirk)
  *   32 TIME_USEC low     R: microseconds of the last latch (0 if none)
  *   36 TIME_USEC high    R: 0
+ * (The "fault" property changes what the TIME_* registers return, below.)
  * Any other offset: reads return "unmatched-read" (truncated), writes are
  * ignored; both are logged with LOG_GUEST_ERROR (-d guest_errors).  vmd
  * returns the guest's own EAX for unmatched reads, which cannot be
@@ -55,7 +56,6 @@
  * /machine/peripheral/<id> when created with -device vmmci,id=<id>):
  *
  * Set at creation only (-device vmmci,<name>=<value>):
- *   features          uint32  offered DEVICE_FEATURES, default 7
  *   short-timeout-ms  uint32  request/notice timeout, default 3000
  *   long-timeout-ms   uint32  timeout after a matching ack, default 120000
  *   unmatched-read    uint32  value returned by unmatched reads, default
@@ -91,14 +91,69 @@
  *   verbose        bool    default false: log requests, raises, acks and
  *                          timer events to stderr
  *
+ * Fault injection, read/write at any time (a hostile or faulty host).
+ * features, fault and raise keep their values across a system reset, the
+ * storm stops; none of them is migrated (a migration target uses its own
+ * -device features value and starts with fault=none and no storm):
+ *   features       uint32  DEVICE_FEATURES; creation default 7, and a
+ *                          qom-set after realize changes what later reads
+ *                          return (feature bits withdrawn by the host)
+ *   status         uint8   DEVICE_STATUS; a qom-set writes it like the
+ *                          guest would, without side effects (0 models a
+ *                          host that clears DRIVER_OK).  Reset sets it to 0,
+ *                          so a -device value is overwritten at start-up.
+ *   fault          string  default "none"; reads the current mode; an
+ *                          unknown value is a QMP error.  Only what the
+ *                          TIME_* registers return changes; the host clock
+ *                          (host-offset-ns, skew, auto-syncrtc) does not:
+ *       none              normal behaviour
+ *       time-usec-invalid TIME_USEC low = latched microseconds + 1000000
+ *       time-sec-zero     TIME_SEC low reads 0 (the latch still happens,
+ *                         TIME_USEC is normal)
+ *       time-sec-high     TIME_SEC high (offset 28) reads 1 instead of 0
+ *       time-backwards    each TIME_SEC latch is exactly 1 s earlier than
+ *                         the previous one; the first latch after "fault"
+ *                         is set is the host time - 1 s.  TIME_USEC is that
+ *                         sample's microseconds (so it stays the same).
+ *       time-random       each latch takes random 64-bit seconds and
+ *                         microseconds (all four dwords random), from
+ *                         QEMU's guest PRNG (qemu_guest_getrandom_nofail,
+ *                         deterministic with -seed).  The high dwords read
+ *                         0 again in the other modes.
+ *   raise          uint32  a raw, hostile raise: COMMAND := value, ISR := 2,
+ *                          INTx raised, raise-count/-cmd/-time-ns updated.
+ *                          No DRIVER_OK check, no same-value suppression,
+ *                          no timer, no stop pending.  Raising the current
+ *                          command is a spurious interrupt.  Guest acks
+ *                          then follow the usual rules (a matching ack of a
+ *                          raised 1 or 2 arms the long timer).  Reads the
+ *                          last value written (0 if none).  Realized device
+ *                          only.
+ *   storm          string  "" (default, stopped) or colon-separated decimal
+ *                          uint32 command values, e.g. "3" or "3:7:0:42":
+ *                          every storm-interval-us of QEMU_CLOCK_VIRTUAL
+ *                          (it stops while the VM is paused) a raw raise of
+ *                          the next value in rotation, the first one an
+ *                          interval after the set.  Setting a list
+ *                          restarts the rotation and storm-count; "" stops
+ *                          the storm and keeps storm-count.  A malformed
+ *                          list is a QMP error and changes nothing.  A
+ *                          system reset stops the storm (storm reads ""
+ *                          afterwards).  Realized device only.
+ *   storm-interval-us uint32  default 1000, minimum 100; a change while a
+ *                          storm runs restarts the interval from now
+ *
  * Read-only (observation):
- *   command         uint32  current command slot (0..3)
+ *   command         uint32  current command slot (0..3, or any value a
+ *                           raise/storm put there)
  *   guest-features  uint32  GUEST_FEATURES
- *   status          uint8   DEVICE_STATUS
+ *   storm-count     uint32  raises done by the storm since it was last set
+ *                           to a non-empty list
  *   driver-ok       bool    DEVICE_STATUS & 4
  *   isr             uint8   ISR (0 or 2); equals the INTx level
  *   stop-pending    bool    a stop/shutdown/reboot request was raised
- *   raise-count     uint32  number of interrupts raised so far
+ *   raise-count     uint32  number of interrupts raised so far (also
+ *                           counts raise and storm)
  *   raise-time-ns   int     host CLOCK_REALTIME (ns) of the last raise, 0
  *   raise-cmd       uint32  command of the last raise (0 if none)
  *   last-ack-ns     int     host CLOCK_REALTIME (ns) of the last COMMAND
@@ -148,6 +203,8 @@
 #include "qemu/module.h"
 #include "qemu/timer.h"
 #include "qemu/notify.h"
+#include "qemu/cutils.h"
+#include "qemu/guest-random.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "hw/pci/pci.h"
@@ -199,6 +256,30 @@ enum {
 #define VMMCI_ACK_HISTORY   16
 #define VMMCI_TICK_NS       NANOSECONDS_PER_SECOND
 #define VMMCI_SYNC_DRIFT_S  5
+#define VMMCI_USEC_PER_SEC  1000000u
+
+#define VMMCI_STORM_INTERVAL_US_DEFAULT 1000
+#define VMMCI_STORM_INTERVAL_US_MIN     100
+
+/* "fault" property: what the TIME_* registers return. */
+typedef enum VMMCIFault {
+    VMMCI_FAULT_NONE,
+    VMMCI_FAULT_TIME_USEC_INVALID,
+    VMMCI_FAULT_TIME_SEC_ZERO,
+    VMMCI_FAULT_TIME_SEC_HIGH,
+    VMMCI_FAULT_TIME_BACKWARDS,
+    VMMCI_FAULT_TIME_RANDOM,
+    VMMCI_FAULT__MAX,
+} VMMCIFault;
+
+static const char *const vmmci_fault_names[VMMCI_FAULT__MAX] = {
+    [VMMCI_FAULT_NONE] = "none",
+    [VMMCI_FAULT_TIME_USEC_INVALID] = "time-usec-invalid",
+    [VMMCI_FAULT_TIME_SEC_ZERO] = "time-sec-zero",
+    [VMMCI_FAULT_TIME_SEC_HIGH] = "time-sec-high",
+    [VMMCI_FAULT_TIME_BACKWARDS] = "time-backwards",
+    [VMMCI_FAULT_TIME_RANDOM] = "time-random",
+};
 
 typedef struct VMMCIAck {
     uint32_t value;
@@ -220,6 +301,8 @@ struct VMMCIState {
     uint32_t cmd;
     uint32_t latch_sec;
     uint32_t latch_usec;
+    uint32_t latch_sec_hi;      /* time-random only, not migrated */
+    uint32_t latch_usec_hi;     /* time-random only, not migrated */
 
     /* Command timer (QEMU_CLOCK_REALTIME). */
     QEMUTimer *cmd_timer;
@@ -236,7 +319,22 @@ struct VMMCIState {
     int64_t skew_anchor_ns;     /* real time when the skew was last set */
     int64_t skew_base_ns;       /* skew contribution accumulated before */
 
-    /* Static properties. */
+    /* Fault injection (host side: kept across reset, not migrated). */
+    VMMCIFault fault;
+    bool back_valid;            /* time-backwards: back_ns is set */
+    int64_t back_ns;            /* time-backwards: the previous sample */
+    uint32_t raise_value;       /* last "raise" written */
+
+    /* Interrupt storm (QEMU_CLOCK_VIRTUAL), stopped by reset. */
+    QEMUTimer *storm_timer;
+    char *storm;                /* the list as set, NULL = no storm */
+    uint32_t *storm_cmds;
+    unsigned storm_len;
+    unsigned storm_pos;
+    uint32_t storm_interval_us;
+    uint32_t storm_count;
+
+    /* Static properties ("features" is also writable at run time). */
     uint32_t features;
     uint32_t short_timeout_ms;
     uint32_t long_timeout_ms;
@@ -413,13 +511,18 @@ static void vmmci_shutdown_notify(Notifier *n, void *data)
 
 /* ---- host -> guest (vmd vmmci_ctl) -------------------------------------- */
 
-static void vmmci_raise(VMMCIState *s)
+static void vmmci_raise_quiet(VMMCIState *s)
 {
     s->isr = VMMCI_ISR_CONFIG_CHANGE;
     pci_set_irq(PCI_DEVICE(s), 1);
     s->raise_count++;
     s->raise_cmd = s->cmd;
     s->raise_time_ns = vmmci_realtime_ns();
+}
+
+static void vmmci_raise(VMMCIState *s)
+{
+    vmmci_raise_quiet(s);
     vmmci_verbose(s, "raised command %u (ISR=2, INTx up)", s->cmd);
 }
 
@@ -490,13 +593,76 @@ static void vmmci_ack(VMMCIState *s, uint32_t v)
     }
 }
 
+/* ---- TIME_* registers and their fault modes ----------------------------- */
+
+/* The host time of one latch: the modelled host clock or time-backwards. */
+static int64_t vmmci_sample_ns(VMMCIState *s)
+{
+    int64_t ns = vmmci_host_ns(s);
+
+    if (s->fault != VMMCI_FAULT_TIME_BACKWARDS) {
+        return ns;
+    }
+    s->back_ns = (s->back_valid ? s->back_ns : ns) - NANOSECONDS_PER_SECOND;
+    s->back_valid = true;
+    return s->back_ns;
+}
+
+static void vmmci_latch_random(VMMCIState *s)
+{
+    uint32_t r[4];
+
+    qemu_guest_getrandom_nofail(r, sizeof(r));
+    s->latch_sec = r[0];
+    s->latch_sec_hi = r[1];
+    s->latch_usec = r[2];
+    s->latch_usec_hi = r[3];
+}
+
+/* Latch the host clock, microsecond resolution like gettimeofday. */
+static void vmmci_latch(VMMCIState *s)
+{
+    int64_t ns, sec;
+
+    if (s->fault == VMMCI_FAULT_TIME_RANDOM) {
+        vmmci_latch_random(s);
+        return;
+    }
+    ns = vmmci_sample_ns(s);
+    sec = vmmci_floor_div(ns, NANOSECONDS_PER_SECOND);
+    s->latch_sec = (uint32_t)sec;
+    s->latch_usec = (ns - sec * NANOSECONDS_PER_SECOND) / SCALE_US;
+    s->latch_sec_hi = 0;
+    s->latch_usec_hi = 0;
+}
+
+static uint32_t vmmci_time_read(VMMCIState *s, hwaddr addr)
+{
+    switch (addr) {
+    case VMMCI_REG_TIME_SEC_LO:
+        vmmci_latch(s);
+        return s->fault == VMMCI_FAULT_TIME_SEC_ZERO ? 0 : s->latch_sec;
+    case VMMCI_REG_TIME_SEC_HI:
+        if (s->fault == VMMCI_FAULT_TIME_SEC_HIGH) {
+            return 1;
+        }
+        return s->fault == VMMCI_FAULT_TIME_RANDOM ? s->latch_sec_hi : 0;
+    case VMMCI_REG_TIME_USEC_LO:
+        if (s->fault == VMMCI_FAULT_TIME_USEC_INVALID) {
+            return s->latch_usec + VMMCI_USEC_PER_SEC;
+        }
+        return s->latch_usec;
+    default: /* VMMCI_REG_TIME_USEC_HI */
+        return s->fault == VMMCI_FAULT_TIME_RANDOM ? s->latch_usec_hi : 0;
+    }
+}
+
 /* ---- BAR0 --------------------------------------------------------------- */
 
 static uint64_t vmmci_bar_read(void *opaque, hwaddr addr, unsigned size)
 {
     VMMCIState *s = opaque;
     uint32_t val;
-    int64_t ns, sec;
 
     switch (addr) {
     case VMMCI_REG_DEVICE_FEATURES:
@@ -529,19 +695,10 @@ static uint64_t vmmci_bar_read(void *opaque, hwaddr addr, unsigned size)
         val = s->cmd;
         break;
     case VMMCI_REG_TIME_SEC_LO:
-        /* Latch the host clock, microsecond resolution like gettimeofday. */
-        ns = vmmci_host_ns(s);
-        sec = vmmci_floor_div(ns, NANOSECONDS_PER_SECOND);
-        s->latch_sec = (uint32_t)sec;
-        s->latch_usec = (ns - sec * NANOSECONDS_PER_SECOND) / SCALE_US;
-        val = s->latch_sec;
-        break;
     case VMMCI_REG_TIME_SEC_HI:
-    case VMMCI_REG_TIME_USEC_HI:
-        val = 0;
-        break;
     case VMMCI_REG_TIME_USEC_LO:
-        val = s->latch_usec;
+    case VMMCI_REG_TIME_USEC_HI:
+        val = vmmci_time_read(s, addr);
         break;
     default:
         val = s->unmatched_read;
@@ -674,6 +831,84 @@ static void vmmci_tick_restart(VMMCIState *s)
     }
 }
 
+/* ---- hostile raises and interrupt storm (fault injection) --------------- */
+
+/* "raise": no DRIVER_OK check, no suppression, no timer, no stop pending. */
+static void vmmci_raw_raise(VMMCIState *s, uint32_t cmd)
+{
+    s->cmd = cmd;
+    vmmci_raise(s);
+}
+
+static void vmmci_storm_arm(VMMCIState *s)
+{
+    timer_mod(s->storm_timer, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) +
+              (int64_t)s->storm_interval_us * SCALE_US);
+}
+
+static void vmmci_storm_tick(void *opaque)
+{
+    VMMCIState *s = opaque;
+
+    s->cmd = s->storm_cmds[s->storm_pos];
+    s->storm_pos = (s->storm_pos + 1) % s->storm_len;
+    s->storm_count++;
+    vmmci_raise_quiet(s);       /* no log line per raise */
+    vmmci_storm_arm(s);
+}
+
+static void vmmci_storm_stop(VMMCIState *s)
+{
+    if (s->storm_timer) {
+        timer_del(s->storm_timer);
+    }
+    if (s->storm) {
+        vmmci_verbose(s, "storm '%s' stopped after %u raises", s->storm,
+                      s->storm_count);
+    }
+    g_free(s->storm);
+    s->storm = NULL;
+    g_free(s->storm_cmds);
+    s->storm_cmds = NULL;
+    s->storm_len = 0;
+    s->storm_pos = 0;
+}
+
+/* "3:7:0:42" -> {3, 7, 0, 42}; NULL and an error if malformed. */
+static uint32_t *vmmci_storm_parse(const char *str, unsigned *len,
+                                   Error **errp)
+{
+    g_auto(GStrv) tok = g_strsplit(str, ":", -1);
+    unsigned n = g_strv_length(tok);
+    g_autofree uint32_t *cmds = g_new(uint32_t, n);
+    unsigned i, v;
+
+    for (i = 0; i < n; i++) {
+        if (!tok[i][0] || tok[i][strspn(tok[i], "0123456789")] ||
+            qemu_strtoui(tok[i], NULL, 10, &v)) {
+            error_setg(errp, "vmmci: invalid storm '%s' (expected decimal "
+                       "32-bit command values separated by ':', e.g. "
+                       "3:7:0:42, or \"\" to stop)", str);
+            return NULL;
+        }
+        cmds[i] = v;
+    }
+    *len = n;
+    return g_steal_pointer(&cmds);
+}
+
+static void vmmci_storm_start(VMMCIState *s, const char *str, uint32_t *cmds,
+                              unsigned len)
+{
+    s->storm = g_strdup(str);
+    s->storm_cmds = cmds;
+    s->storm_len = len;
+    s->storm_pos = 0;
+    s->storm_count = 0;
+    vmmci_storm_arm(s);
+    vmmci_verbose(s, "storm '%s' every %u us", str, s->storm_interval_us);
+}
+
 /* ---- QOM properties ----------------------------------------------------- */
 
 static bool vmmci_realized(VMMCIState *s)
@@ -767,6 +1002,116 @@ static bool vmmci_get_verbose(Object *obj, Error **errp)
 static void vmmci_set_verbose(Object *obj, bool value, Error **errp)
 {
     VMMCI(obj)->verbose = value;
+}
+
+static char *vmmci_get_fault(Object *obj, Error **errp)
+{
+    return g_strdup(vmmci_fault_names[VMMCI(obj)->fault]);
+}
+
+static void vmmci_set_fault(Object *obj, const char *value, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    int i;
+
+    for (i = 0; i < VMMCI_FAULT__MAX; i++) {
+        if (!strcmp(value, vmmci_fault_names[i])) {
+            break;
+        }
+    }
+    if (i == VMMCI_FAULT__MAX) {
+        error_setg(errp, "vmmci: invalid fault '%s' (expected none, "
+                   "time-usec-invalid, time-sec-zero, time-sec-high, "
+                   "time-backwards or time-random)", value);
+        return;
+    }
+    vmmci_verbose(s, "fault %s -> %s", vmmci_fault_names[s->fault], value);
+    s->fault = i;
+    s->back_valid = false;      /* time-backwards starts from host time */
+}
+
+static void vmmci_set_raise(Object *obj, Visitor *v, const char *name,
+                            void *opaque, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    uint32_t value;
+
+    if (!visit_type_uint32(v, name, &value, errp)) {
+        return;
+    }
+    if (!vmmci_realized(s)) {
+        error_setg(errp, "vmmci: 'raise' can only be set on a realized "
+                   "device");
+        return;
+    }
+    s->raise_value = value;
+    vmmci_verbose(s, "raw raise %u (no checks)", value);
+    vmmci_raw_raise(s, value);
+}
+
+static char *vmmci_get_storm(Object *obj, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+
+    return g_strdup(s->storm ? s->storm : "");
+}
+
+static void vmmci_set_storm(Object *obj, const char *value, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    uint32_t *cmds = NULL;
+    unsigned len = 0;
+
+    if (!vmmci_realized(s)) {
+        error_setg(errp, "vmmci: 'storm' can only be set on a realized "
+                   "device");
+        return;
+    }
+    if (*value) {
+        cmds = vmmci_storm_parse(value, &len, errp);
+        if (!cmds) {
+            return;
+        }
+    }
+    vmmci_storm_stop(s);
+    if (len) {
+        vmmci_storm_start(s, value, cmds, len);
+    }
+}
+
+static void vmmci_set_storm_interval_us(Object *obj, Visitor *v,
+                                        const char *name, void *opaque,
+                                        Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    uint32_t value;
+
+    if (!visit_type_uint32(v, name, &value, errp)) {
+        return;
+    }
+    if (value < VMMCI_STORM_INTERVAL_US_MIN) {
+        error_setg(errp, "vmmci: storm-interval-us must be >= %u",
+                   VMMCI_STORM_INTERVAL_US_MIN);
+        return;
+    }
+    s->storm_interval_us = value;
+    if (s->storm) {
+        vmmci_storm_arm(s);     /* the new interval counts from now */
+    }
+}
+
+static void vmmci_set_status(Object *obj, Visitor *v, const char *name,
+                             void *opaque, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    uint8_t value;
+
+    if (!visit_type_uint8(v, name, &value, errp)) {
+        return;
+    }
+    vmmci_verbose(s, "host sets DEVICE_STATUS 0x%02x -> 0x%02x", s->status,
+                  value);
+    s->status = value;
 }
 
 static bool vmmci_get_driver_ok(Object *obj, Error **errp)
@@ -922,6 +1267,36 @@ static void vmmci_add_ro(ObjectClass *oc, const char *name, const char *type,
     object_class_property_set_description(oc, name, desc);
 }
 
+/* Fault injection: a hostile or faulty host. */
+static void vmmci_class_add_fault_properties(ObjectClass *oc)
+{
+    object_class_property_add_str(oc, "fault", vmmci_get_fault,
+                                  vmmci_set_fault);
+    object_class_property_set_description(oc, "fault",
+        "what the TIME registers return: none, time-usec-invalid, "
+        "time-sec-zero, time-sec-high, time-backwards, time-random");
+    object_class_property_add(oc, "raise", "uint32", vmmci_get_u32_field,
+                              vmmci_set_raise, NULL, VMMCI_OFS(raise_value));
+    object_class_property_set_description(oc, "raise",
+        "write v: COMMAND := v, ISR := 2, INTx up, with no checks at all; "
+        "reads the last value written");
+    object_class_property_add_str(oc, "storm", vmmci_get_storm,
+                                  vmmci_set_storm);
+    object_class_property_set_description(oc, "storm",
+        "colon-separated command values raised in rotation every "
+        "storm-interval-us (QEMU_CLOCK_VIRTUAL); '' stops");
+    object_class_property_add(oc, "storm-interval-us", "uint32",
+                              vmmci_get_u32_field,
+                              vmmci_set_storm_interval_us, NULL,
+                              VMMCI_OFS(storm_interval_us));
+    object_class_property_set_description(oc, "storm-interval-us",
+        "interval of the storm raises, us (default 1000, minimum 100)");
+    vmmci_add_ro(oc, "storm-count", "uint32", vmmci_get_u32_field,
+                 VMMCI_OFS(storm_count),
+                 "raises done by the storm since it was last started "
+                 "(read-only)");
+}
+
 static void vmmci_class_add_properties(ObjectClass *oc)
 {
     object_class_property_add_str(oc, "request", vmmci_get_request,
@@ -950,13 +1325,17 @@ static void vmmci_class_add_properties(ObjectClass *oc)
                                    vmmci_set_verbose);
     object_class_property_set_description(oc, "verbose",
         "log requests, raises, acks and timer events to stderr");
+    vmmci_class_add_fault_properties(oc);
 
     vmmci_add_ro(oc, "command", "uint32", vmmci_get_u32_field,
                  VMMCI_OFS(cmd), "current COMMAND slot (read-only)");
     vmmci_add_ro(oc, "guest-features", "uint32", vmmci_get_u32_field,
                  VMMCI_OFS(guest_features), "GUEST_FEATURES (read-only)");
-    vmmci_add_ro(oc, "status", "uint8", vmmci_get_u8_field,
-                 VMMCI_OFS(status), "DEVICE_STATUS (read-only)");
+    object_class_property_add(oc, "status", "uint8", vmmci_get_u8_field,
+                              vmmci_set_status, NULL, VMMCI_OFS(status));
+    object_class_property_set_description(oc, "status",
+        "DEVICE_STATUS; a write models the host changing it (e.g. 0 "
+        "clears DRIVER_OK)");
     vmmci_add_ro(oc, "isr", "uint8", vmmci_get_u8_field,
                  VMMCI_OFS(isr), "ISR = INTx level (read-only)");
     object_class_property_add_bool(oc, "driver-ok", vmmci_get_driver_ok,
@@ -1013,6 +1392,9 @@ static void vmmci_reset(DeviceState *dev)
     s->cmd = VMMCI_NONE;
     s->latch_sec = 0;
     s->latch_usec = 0;
+    s->latch_sec_hi = 0;
+    s->latch_usec_hi = 0;
+    vmmci_storm_stop(s);
     pci_set_irq(PCI_DEVICE(s), 0);
     timer_del(s->cmd_timer);
     vmmci_clear_stop_pending(s);
@@ -1031,6 +1413,7 @@ static void vmmci_realize(PCIDevice *pdev, Error **errp)
 
     s->cmd_timer = timer_new_ns(QEMU_CLOCK_REALTIME, vmmci_cmd_timeout, s);
     s->tick_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, vmmci_tick, s);
+    s->storm_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, vmmci_storm_tick, s);
     s->shutdown_notifier.notify = vmmci_shutdown_notify;
     qemu_register_shutdown_notifier(&s->shutdown_notifier);
     vmmci_tick_restart(s);
@@ -1046,6 +1429,9 @@ static void vmmci_exit(PCIDevice *pdev)
     s->cmd_timer = NULL;
     timer_free(s->tick_timer);
     s->tick_timer = NULL;
+    vmmci_storm_stop(s);
+    timer_free(s->storm_timer);
+    s->storm_timer = NULL;
 }
 
 static void vmmci_instance_init(Object *obj)
@@ -1053,6 +1439,7 @@ static void vmmci_instance_init(Object *obj)
     VMMCIState *s = VMMCI(obj);
 
     s->auto_syncrtc = true;
+    s->storm_interval_us = VMMCI_STORM_INTERVAL_US_DEFAULT;
     s->skew_anchor_ns = g_get_real_time() * SCALE_US;
 }
 
@@ -1061,6 +1448,8 @@ static void vmmci_instance_finalize(Object *obj)
     VMMCIState *s = VMMCI(obj);
 
     g_free(s->last_request);
+    g_free(s->storm);
+    g_free(s->storm_cmds);
 }
 
 /* ---- migration (M19) ---------------------------------------------------- */
@@ -1122,9 +1511,46 @@ static const VMStateDescription vmstate_vmmci = {
     }
 };
 
+/*
+ * "features" is a qdev uint32 property that may also be set after realize
+ * (feature bits withdrawn by the host at run time).
+ */
+static void vmmci_prop_get_features(Object *obj, Visitor *v, const char *name,
+                                    void *opaque, Error **errp)
+{
+    qdev_prop_uint32.get(obj, v, name, opaque, errp);
+}
+
+static void vmmci_prop_set_features(Object *obj, Visitor *v, const char *name,
+                                    void *opaque, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    uint32_t old = s->features;
+
+    qdev_prop_uint32.set(obj, v, name, opaque, errp);
+    if (s->features != old) {
+        vmmci_verbose(s, "features 0x%x -> 0x%x", old, s->features);
+    }
+}
+
+static void vmmci_prop_features_default(ObjectProperty *op,
+                                        const Property *prop)
+{
+    qdev_prop_uint32.set_default_value(op, prop);
+}
+
+static const PropertyInfo vmmci_prop_features = {
+    .name = "uint32",
+    .realized_set_allowed = true,
+    .get = vmmci_prop_get_features,
+    .set = vmmci_prop_set_features,
+    .set_default_value = vmmci_prop_features_default,
+};
+
 static Property vmmci_properties[] = {
-    DEFINE_PROP_UINT32("features", VMMCIState, features,
-                       VMMCI_F_TIMESYNC | VMMCI_F_ACK | VMMCI_F_SYNCRTC),
+    DEFINE_PROP_UNSIGNED("features", VMMCIState, features,
+                         VMMCI_F_TIMESYNC | VMMCI_F_ACK | VMMCI_F_SYNCRTC,
+                         vmmci_prop_features, uint32_t),
     DEFINE_PROP_UINT32("short-timeout-ms", VMMCIState, short_timeout_ms,
                        3000),
     DEFINE_PROP_UINT32("long-timeout-ms", VMMCIState, long_timeout_ms,
@@ -1155,7 +1581,8 @@ static void vmmci_class_init(ObjectClass *oc, void *data)
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     device_class_set_props(dc, vmmci_properties);
     object_class_property_set_description(oc, "features",
-        "DEVICE_FEATURES offered to the guest (creation only)");
+        "DEVICE_FEATURES offered to the guest (also writable at run "
+        "time)");
     object_class_property_set_description(oc, "short-timeout-ms",
         "timeout after a host request or guest power-off notice, ms "
         "(creation only)");
