@@ -352,4 +352,5 @@ static struct kunit_suite vmmci_test_suite = {
 	.name = "virtio_vmmci",
 	.test_cases = vmmci_test_cases,
 };
+
 kunit_test_suite(vmmci_test_suite);
