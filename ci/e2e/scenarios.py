@@ -16,6 +16,13 @@ import time
 import harness
 from harness import NS, Guest
 
+# The model's fault modes for the time registers (ci/qemu/README.md)
+TIME_FAULTS = ('time-usec-invalid', 'time-sec-zero', 'time-sec-high',
+               'time-backwards', 'time-random')
+# rmmod/insmod cycles under fire, and the length of the soak
+RELOADS = 100
+SOAK_MINUTES = float(os.environ.get('VMMCI_SOAK_MINUTES', 10))
+
 # Loose bound for a clock after SYNCRTC, as seen through the console (a
 # round trip is tens of ms under TCG); scripts/bench measures the real one.
 SYNC_BOUND_NS = 100 * 1000000
@@ -85,6 +92,11 @@ class Suite:
             ('no-driver', self.no_driver),
             ('rebind', self.rebind),
             ('suspend-resume', self.suspend_resume),
+            ('faults-time', self.faults_time),
+            ('faults-commands', self.faults_commands),
+            ('faults-stop-race', self.faults_stop_race),
+            ('reload-under-fire', self.reload_under_fire),
+            ('soak', self.soak),
             ('ptp-clock', self.ptp_clock),
             ('ptp-chrony', self.ptp_chrony),
         ]
@@ -122,14 +134,80 @@ class Suite:
                 for a in text.split(',') if a]
 
     def wait_sysfs(self, g, attr, want, timeout=15):
+        """Read attr until want(value) holds; a read error (ENODATA) or a
+        value want cannot parse counts as not yet."""
         deadline = time.time() + timeout
         val = None
         while time.time() < deadline:
-            val = g.sysfs(attr)
-            if want(val):
-                return val
+            val = g.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr,
+                       check=False)
+            try:
+                if want(val):
+                    return val
+            except ValueError:
+                pass
             time.sleep(0.5)
         return val
+
+    def boot_with_disk(self, name, **kw):
+        """Boot a guest with a fresh disk mounted on /mnt."""
+        disk = os.path.join(self.workdir, name + '.img')
+        harness.make_disk(disk)
+        g = self.boot(name, disk=disk, **kw)
+        g.sh('mount /dev/vda /mnt')
+        return g, disk
+
+    def stop_with_data(self, name, g, disk, during=None):
+        """Write a file without syncing it, "vmctl stop", and check that
+        the VM ends by an orderly reboot with the file on a clean
+        filesystem.  during(g), if given, runs once REBOOT is acked."""
+        payload = 'written just before vmctl stop %08x\n' % \
+            random.getrandbits(32)
+        # Not synced: it sits in the page cache when the stop arrives
+        g.sh('echo %s > /mnt/data.txt' % payload.strip())
+        g.request('stop')
+        raised = g.get('raise-time-ns')
+        if during:
+            deadline = time.time() + 3
+            while g.get('last-ack-value') != 2 and time.time() < deadline:
+                time.sleep(0.01)
+            during(g)
+        end = g.wait_end(150)
+        acks = self.acks(g)
+        ack2 = [ns for v, ns in acks if v == 2 and ns >= raised]
+        self.check('%s: REBOOT acked within 3 s' % name,
+                   ack2 and ack2[0] - raised < 3 * NS,
+                   'acks %s raised %d' % (acks, raised))
+        reason = g.end_reason()
+        self.check('%s: guest rebooted, model powered off (not killed)' % name,
+                   end and reason == 'reset-after-stop',
+                   'end-reason %s\n%s' % (reason, g.qemu_log()[-2000:]))
+        self.check('%s: VM ended well before 120 s (%.1f s)' %
+                   (name, (end - raised) / NS if end else -1),
+                   end and end - raised < 60 * NS, '')
+        self.finish(name, g)
+        self.check_disk(name, disk, payload)
+
+    def check_disk(self, name, disk, payload):
+        self.check('%s: data written just before the stop is on disk' % name,
+                   harness.disk_file(disk, 'data.txt') == payload,
+                   repr(harness.disk_file(disk, 'data.txt')))
+        clean, report = harness.disk_clean(disk)
+        self.check('%s: filesystem clean' % name, clean, report)
+
+    def check_kmemleak(self, name, g):
+        """kmemleak reports nothing from virtio or the driver."""
+        # kmemleak reports objects unreferenced for two scans
+        leaks = g.sh('echo scan > /sys/kernel/debug/kmemleak; sleep 6; '
+                     'echo scan > /sys/kernel/debug/kmemleak; '
+                     'cat /sys/kernel/debug/kmemleak', timeout=600)
+        ours = [b for b in leaks.split('unreferenced object')
+                if re.search(r'vmmci|virtio', b)]
+        self.check('%s: kmemleak reports nothing from virtio or the driver'
+                   % name, not ours, leaks[:3000])
+        if leaks.strip():
+            harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
+                        (name, leaks[:2000]))
 
     def check_jump_fixed(self, g, label, offset):
         """Jump the host clock by offset (auto SYNCRTC): the driver steps
@@ -183,35 +261,8 @@ class Suite:
         self.finish(name, g)
 
     def stop(self, name):
-        disk = os.path.join(self.workdir, name + '.img')
-        harness.make_disk(disk)
-        payload = 'written just before vmctl stop %08x\n' % \
-            random.getrandbits(32)
-        g = self.boot(name, disk=disk)
-        g.sh('mount /dev/vda /mnt')
-        # Not synced: it sits in the page cache when the stop arrives
-        g.sh('echo %s > /mnt/data.txt' % payload.strip())
-        g.request('stop')
-        end = g.wait_end(150)
-        raised = g.get('raise-time-ns')
-        acks = self.acks(g)
-        ack2 = [ns for v, ns in acks if v == 2]
-        self.check('%s: REBOOT acked within 3 s' % name,
-                   ack2 and ack2[0] - raised < 3 * NS,
-                   'acks %s raised %d' % (acks, raised))
-        reason = g.end_reason()
-        self.check('%s: guest rebooted, model powered off (not killed)' % name,
-                   end and reason == 'reset-after-stop',
-                   'end-reason %s\n%s' % (reason, g.qemu_log()[-2000:]))
-        self.check('%s: VM ended well before 120 s (%.1f s)' %
-                   (name, (end - raised) / NS if end else -1),
-                   end and end - raised < 60 * NS, '')
-        self.finish(name, g)
-        self.check('%s: data written just before the stop is on disk' % name,
-                   harness.disk_file(disk, 'data.txt') == payload,
-                   repr(harness.disk_file(disk, 'data.txt')))
-        clean, report = harness.disk_clean(disk)
-        self.check('%s: filesystem clean' % name, clean, report)
+        g, disk = self.boot_with_disk(name)
+        self.stop_with_data(name, g, disk)
 
     def raw_commands(self, name):
         # REBOOT, then SHUTDOWN while the reboot is under way: both acked
@@ -407,18 +458,55 @@ class Suite:
         self.check('%s: rmmod/insmod x20 with SYNCRTC in between' % name,
                    not failures, ' '.join(failures))
         self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
-        # kmemleak reports objects unreferenced for two scans
-        leaks = g.sh('echo scan > /sys/kernel/debug/kmemleak; sleep 6; '
-                     'echo scan > /sys/kernel/debug/kmemleak; '
-                     'cat /sys/kernel/debug/kmemleak', timeout=600)
-        ours = [b for b in leaks.split('unreferenced object')
-                if re.search(r'vmmci|virtio', b)]
-        self.check('%s: kmemleak reports nothing from virtio or the driver'
-                   % name, not ours, leaks[:3000])
-        if leaks.strip():
-            harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
-                        (name, leaks[:2000]))
+        self.check_kmemleak(name, g)
         self.finish(name, g)
+
+    def reload_under_fire(self, name):
+        """rmmod/insmod RELOADS times while the host raises commands (a
+        storm of SYNCRTC, unknown and no-op values) and switches time
+        faults on and off; then the device still works, nothing leaked,
+        and a stop is clean.
+
+        On the i8259 (noapic): QEMU 7.2's IOAPIC ignores a line that rises
+        while its pin is programmed masked and edge-triggered, as Linux
+        leaves it after free_irq(), and does not sample the level when the
+        pin is made level-triggered again; the device holds INTx until
+        its ISR is read, so a raise that lands between rmmod and insmod
+        leaves the guest with no interrupt from it, ever.  That is the
+        emulated IOAPIC, not the driver: with the same storm, the i8259
+        (level-triggered through the ELCR) delivers it."""
+        g, disk = self.boot_with_disk(name, kernel='m', append='noapic')
+        dev = self.vdev(g)
+        n = RELOADS
+        # In a subshell: the interactive shell must not see the job end
+        g.sh('rm -f /tmp/reloads; ( (i=0; while [ $i -lt %d ]; do '
+             'modprobe -r virtio_vmmci && modprobe virtio_vmmci || break; '
+             'i=$((i+1)); done; echo $i > /tmp/reloads) >/dev/null 2>&1 &)'
+             % n)
+        g.set('storm-interval-us', 2000)
+        g.set('storm', '3:42:0')
+        faults = TIME_FAULTS + ('none',)
+        done, k, t0 = '', 0, time.time()
+        while time.time() - t0 < 900:
+            g.set('fault', faults[k % len(faults)])
+            k += 1
+            done = g.sh('cat /tmp/reloads 2>/dev/null || true')
+            if done:
+                break
+            time.sleep(0.3)
+        raised = g.get('storm-count')
+        g.set('storm', '')
+        g.set('fault', 'none')
+        bound = g.sh('[ -e /sys/bus/virtio/drivers/virtio_vmmci/%s ] && '
+                     'echo bound || true' % dev)
+        self.check('%s: rmmod/insmod x%d while %d commands and %d fault '
+                   'switches arrived (%.0f s)' %
+                   (name, n, raised, k, time.time() - t0),
+                   done == str(n) and bound == 'bound' and g.get('driver-ok'),
+                   'reloads done: %r, %s' % (done, bound))
+        self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
+        self.check_kmemleak(name, g)
+        self.stop_with_data(name, g, disk)
 
     def suspend_resume(self, name):
         # Suspend and resume the devices (pm_test, no real sleep): the
@@ -435,6 +523,255 @@ class Suite:
                    end and g.end_reason() == 'reset-after-stop',
                    g.end_reason())
         self.finish(name, g)
+
+    # A hostile or faulty host: the model's fault modes
+
+    def wait_acked(self, g, timeout=10):
+        """Wait until the guest has taken the raised command out of the
+        COMMAND slot (it acks SYNCRTC, which vmd clears)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if g.get('command') == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def faults_time(self, name):
+        """Garbage in the time registers is refused: the clock is never
+        stepped from it; a genuine large or backward offset still is."""
+        g, disk = self.boot_with_disk(
+            name, append='virtio_vmmci.drift_interval_sec=1')
+        drv = '/sys/bus/virtio/drivers/virtio_vmmci/*'
+        # The guest's boot clock is off by up to a second or two (from
+        # the RTC): "untouched" means that offset stays.
+        before, _ = g.clock_offset()
+        for fault in TIME_FAULTS:
+            label = '%s: %s' % (name, fault)
+            count = g.sysfs('sync_count')
+            mark = len(g.console())
+            g.set('fault', fault)
+            g.set('raise', 3)
+            acked = self.wait_acked(g)
+            time.sleep(2.5)     # a drift measurement under the fault
+            drift = g.sh('cat %s/drift_ns' % drv, check=False)
+            off, unc = g.clock_offset()
+            log = '\n'.join(l for l in g.console()[mark:].splitlines()
+                            if 'vmmci' in l or 'virtio' in l)
+            self.check('%s: SYNCRTC acked, refused, clock untouched '
+                       '(guest - host %.1f ms, was %.1f ms)' %
+                       (label, off / 1e6, before / 1e6),
+                       acked and g.sysfs('sync_count') == count and
+                       abs(off - before) < SYNC_BOUND_NS,
+                       'acked %s, sync_count %s -> %s' %
+                       (acked, count, g.sysfs('sync_count')))
+            self.check('%s: logged, drift_ns reads ENODATA' % label,
+                       re.search(r'ignoring (invalid|inconsistent) host time',
+                                 log) and 'No data available' in drift,
+                       'drift_ns: %s\nlog:\n%s' % (drift, log[-2000:]))
+            g.set('fault', 'none')
+        drift = self.wait_sysfs(g, 'drift_ns',
+                                lambda v: re.match(r'^-?\d+$', v or ''))
+        self.check('%s: drift measured again once the fault is gone' % name,
+                   re.match(r'^-?\d+$', drift or ''), drift)
+        # vmd's SYNCRTC after the host resumed from a week of suspend
+        self.check_jump_fixed(g, '%s: host a week ahead' % name,
+                              7 * 86400 * NS)
+        # Host clock set back 30 s: vmd sends no SYNCRTC, drift shows it;
+        # an explicit one steps the guest back
+        g.set('host-offset-ns', g.offset_ns - 30 * NS)
+        drift = self.wait_sysfs(g, 'drift_ns',
+                                lambda v: int(v) > 29 * NS, timeout=10)
+        count = int(g.sysfs('sync_count'))
+        g.request('syncrtc')
+        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count)
+        off, unc = g.clock_offset()
+        step = int(g.sysfs('last_sync_offset_ns'))
+        self.check('%s: host clock set back 30 s: drift shows it (%.3f s), '
+                   'SYNCRTC steps back (%.3f s), guest - host %.1f ms' %
+                   (name, int(drift) / NS, step / NS, off / 1e6),
+                   int(drift) > 29 * NS and int(got) > count and
+                   abs(step + 30 * NS) < SYNC_BOUND_NS and
+                   abs(off) + unc < SYNC_BOUND_NS, 'sync_count %s' % got)
+        self.stop_with_data(name, g, disk)
+
+    def faults_commands(self, name):
+        """Unknown values, spurious interrupts, storms, DRIVER_OK cleared,
+        features withdrawn, SYNCRTC during the stop."""
+        g, disk = self.boot_with_disk(name)
+        dev = self.vdev(g)
+        drv = '/sys/bus/virtio/drivers/virtio_vmmci'
+
+        acked = g.get('last-ack-ns')
+        mark = len(g.console())
+        for value in (4, 42, 0xffffffff):
+            g.set('raise', value)
+            time.sleep(0.5)
+        log = g.console()[mark:]
+        self.check('%s: unknown commands logged, not acked' % name,
+                   all('ignoring unknown host command %d' % v in log
+                       for v in (4, 42, 0xffffffff)) and
+                   g.get('last-ack-ns') == acked and
+                   g.sysfs('last_command') == str(0xffffffff),
+                   log[-1500:])
+
+        g.set('raise', 0)
+        time.sleep(0.5)
+        mark = len(g.console())
+        for _ in range(50):
+            g.set('raise', 0)
+        time.sleep(1)
+        log = [l for l in g.console()[mark:].splitlines() if 'virtio' in l]
+        self.check('%s: 50 interrupts without a change: nothing done' % name,
+                   not log and g.get('last-ack-ns') == acked and
+                   g.sysfs('sync_count') == '0', '\n'.join(log))
+
+        for storm in ('3', '3:42:0:3:7'):
+            label = '%s: storm %s at 1000/s for 5 s' % (name, storm)
+            count = int(g.sysfs('sync_count'))
+            mark = len(g.console())
+            g.set('storm', storm)
+            t0, replies = time.time(), 0
+            while time.time() - t0 < 5:
+                g.sh('true')
+                replies += 1
+            raised = g.get('storm-count')
+            g.set('storm', '')
+            steps = int(g.sysfs('sync_count')) - count
+            lines = [l for l in g.console()[mark:].splitlines()
+                     if 'virtio' in l]
+            off, unc = g.clock_offset()
+            self.check('%s: guest responsive (%d shell replies), %d raises, '
+                       '%d clock steps, %d log lines; guest - host %.1f ms' %
+                       (label, replies, raised, steps, len(lines), off / 1e6),
+                       replies >= 5 and raised > 1000 and steps > 0 and
+                       abs(off) + unc < SYNC_BOUND_NS and len(lines) < 100,
+                       '\n'.join(lines[-30:]))
+
+        mark = len(g.console())
+        g.set('status', 0)
+        cleared = not g.get('driver-ok')
+        g.set('raise', g.get('command'))    # any interrupt
+        deadline = time.time() + 10
+        while not g.get('driver-ok') and time.time() < deadline:
+            time.sleep(0.1)
+        self.check('%s: DRIVER_OK cleared by the host is set again' % name,
+                   cleared and g.get('driver-ok') and
+                   'host cleared DRIVER_OK' in g.console()[mark:],
+                   g.console()[mark:][-1000:])
+
+        mark = len(g.console())
+        g.set('features', 0)
+        g.sh('echo %s > %s/unbind; echo %s > %s/bind' % (dev, drv, dev, drv))
+        feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
+        g.set('raise', 3)
+        acked = self.wait_acked(g, timeout=3)
+        time.sleep(0.5)
+        log = g.console()[mark:]
+        self.check('%s: features withdrawn: bound without them, SYNCRTC '
+                   'neither acked nor followed' % name,
+                   not feats.strip('0') and g.get('guest-features') == 0 and
+                   not acked and g.get('driver-ok') and
+                   'without offering its time' in log and
+                   g.sysfs('sync_count') == '0',
+                   'features %s\n%s' % (feats, log[-1000:]))
+        g.set('raise', 0)
+        g.set('features', 7)
+        g.sh('echo %s > %s/unbind; echo %s > %s/bind' % (dev, drv, dev, drv))
+        self.check('%s: features offered again, negotiated on rebind' % name,
+                   g.get('guest-features') == 7 and g.get('driver-ok'),
+                   str(g.get('guest-features')))
+
+        def syncrtc_while_stopping(g):
+            g.set('raise', 3)
+        self.stop_with_data(name, g, disk, during=syncrtc_while_stopping)
+        self.check('%s: SYNCRTC during the stop acked, no step' % name,
+                   'ignoring a clock sync while stopping' in g.console(),
+                   '')
+
+    def faults_stop_race(self, name):
+        """SHUTDOWN, then REBOOT before the guest acked it: one orderly
+        stop, and the data is on disk."""
+        g, disk = self.boot_with_disk(name, device='long-timeout-ms=15000')
+        payload = 'written before SHUTDOWN then REBOOT %08x\n' % \
+            random.getrandbits(32)
+        g.sh('echo %s > /mnt/data.txt' % payload.strip())
+        g.request('shutdown')
+        g.request('reboot')
+        end = g.wait_end(60)
+        con = g.console()
+        started = con.count('host requested a reboot') + \
+            con.count('host requested a shutdown')
+        self.check('%s: one stop, orderly (%s)' % (name, g.end_reason()),
+                   end and started == 1 and 'filesystems unmounted' in con and
+                   g.end_reason() in ('reset-after-stop', 'timer-expired'),
+                   '\n'.join(l for l in con.splitlines() if 'vmmci' in l))
+        self.finish(name, g)
+        self.check_disk(name, disk, payload)
+
+    def soak(self, name):
+        """Mixed commands and faults for SOAK_MINUTES (seeded, random),
+        with the guest writing to disk meanwhile; then the clock is
+        stepped right, kmemleak finds nothing and a stop is clean."""
+        seed = int(os.environ.get('VMMCI_SOAK_SEED', time.time()))
+        rng = random.Random(seed)
+        g, disk = self.boot_with_disk(
+            name, append='virtio_vmmci.drift_interval_sec=1')
+        g.sh('(while :; do date >> /mnt/soak.log; '
+             'cat /sys/bus/virtio/drivers/virtio_vmmci/*/drift_ns; '
+             'sleep 0.2; done >/dev/null 2>&1 &)')
+        actions = {
+            'syncrtc': lambda: g.request('syncrtc'),
+            'jump': lambda: g.set('host-offset-ns', g.offset_ns + rng.choice(
+                (-1, 1)) * rng.randint(6, 86400) * NS),
+            'unknown': lambda: g.set('raise', rng.randint(4, 0xffffffff)),
+            'spurious': lambda: g.set('raise', g.get('command')),
+            'fault': lambda: (g.set('fault', rng.choice(TIME_FAULTS)),
+                              g.set('raise', 3)),
+            'fault-off': lambda: g.set('fault', 'none'),
+            'storm': lambda: g.set('storm', rng.choice(
+                ('3', '0', '3:42:0', '7:3'))),
+            'storm-off': lambda: g.set('storm', ''),
+            'status': lambda: (g.set('status', 0),
+                               g.set('raise', g.get('command'))),
+            'read': lambda: g.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/'
+                                 '*/* >/dev/null 2>&1 || true'),
+        }
+        done = dict.fromkeys(actions, 0)
+        t0 = time.time()
+        while time.time() - t0 < SOAK_MINUTES * 60:
+            what = rng.choice(sorted(actions))
+            actions[what]()
+            done[what] += 1
+            time.sleep(rng.uniform(0.05, 1.0))
+        g.set('storm', '')
+        g.set('fault', 'none')
+        summary = ', '.join('%s %d' % kv for kv in sorted(done.items()))
+        alive = g.sh('echo alive') == 'alive'
+        self.check('%s: guest alive and device ready after %g min of mixed '
+                   'commands and faults (seed %d): %s' %
+                   (name, SOAK_MINUTES, seed, summary),
+                   alive and self.wait_driver_ok(g), '')
+        count = int(g.sysfs('sync_count'))
+        g.request('syncrtc')
+        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count)
+        off, unc = g.clock_offset()
+        self.check('%s: then a SYNCRTC puts the clock within %d ms of host '
+                   'time (%.1f ms)' % (name, SYNC_BOUND_NS // 1000000,
+                                       off / 1e6),
+                   int(got) > count and abs(off) + unc < SYNC_BOUND_NS,
+                   'sync_count %s' % got)
+        self.check_kmemleak(name, g)
+        self.stop_with_data(name, g, disk)
+
+    def wait_driver_ok(self, g, timeout=5):
+        """DRIVER_OK set again by the driver after a host cleared it."""
+        g.set('raise', g.get('command'))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if g.get('driver-ok'):
+                return True
+            time.sleep(0.1)
+        return False
 
     # The PTP clock
 

@@ -19,13 +19,14 @@
 // @series-endif
  */
 
+#include <linux/cc_platform.h>
 #include <linux/device.h>
 // @series-if uevent
 #include <linux/kobject.h>
 // @series-endif
-#include <linux/math64.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/overflow.h>
 // @series-if ptp
 #include <linux/ptp_clock_kernel.h>
 // @series-endif
@@ -76,6 +77,40 @@
  */
 #define VMMCI_SAMPLE_SLACK_NS	(200 * NSEC_PER_USEC)
 
+/* What a value read from COMMAND asks the driver to do */
+enum vmmci_action {
+	VMMCI_ACT_NOTHING,	/* nothing new */
+	VMMCI_ACT_STOP,		/* ack, then shut down or reboot */
+	VMMCI_ACT_REPEAT_STOP,	/* ack only: already stopping */
+	VMMCI_ACT_SYNC,		/* ack, then step the clock */
+	VMMCI_ACT_SKIP_SYNC,	/* ack only: no clock step while stopping */
+	VMMCI_ACT_UNKNOWN,	/* log, and do not ack */
+};
+
+/* The driver's view of the COMMAND register */
+struct vmmci_cmd_state {
+	/* Last command acted on, to ignore the ones vmd leaves in place */
+	u32 last_cmd;
+	/* Last new value seen, for sysfs */
+	u32 last_request;
+	/* A host shutdown or reboot is under way */
+	bool stopping;
+};
+
+/* A reading of the host clock, between two readings of the guest clock */
+struct vmmci_reading {
+	s64 host_ns;
+	s64 before_ns;
+	s64 after_ns;
+};
+
+/* A host clock sample and the guest time it was taken at */
+struct vmmci_sample {
+	s64 host_ns;
+	s64 guest_ns;		/* midpoint of the bracket */
+	u64 bracket_ns;		/* guest time the latching read took */
+};
+
 struct vmmci {
 	struct virtio_device *vdev;
 	struct notifier_block reboot_nb;
@@ -87,24 +122,14 @@ struct vmmci {
 // @series-endif
 	/* Serialises config space access (the time latch) and the fields below */
 	struct mutex lock;
-	/* Last command acted on, to ignore the ones vmd leaves in place */
-	u32 last_cmd;
-	/* Last new value seen in COMMAND, for sysfs */
-	u32 last_request;
-	/* A host shutdown or reboot is under way */
-	bool stopping;
+	struct vmmci_cmd_state cmd;
+	/* A confidential guest: the host is not trusted with its time */
+	bool confidential;
 	bool drift_valid;
 	s64 drift_ns;
 	u64 drift_uncertainty_ns;
 	s64 last_sync_offset_ns;
 	u64 sync_count;
-};
-
-/* A host clock sample and the guest time it was taken at */
-struct vmmci_sample {
-	s64 host_ns;
-	s64 guest_ns;		/* midpoint of the bracket */
-	u64 bracket_ns;		/* guest time the latching read took */
 };
 
 static unsigned int drift_interval_sec = 15;
@@ -124,6 +149,114 @@ module_param_cb(drift_interval_sec, &drift_interval_ops, &drift_interval_sec,
 MODULE_PARM_DESC(drift_interval_sec,
 		 "Seconds between clock drift measurements (1-3600, default 15)");
 
+/*
+ * Pure helpers: no device access, no locking, no logging.  The KUnit
+ * tests exercise them directly.
+ */
+
+/*
+ * The host time registers as nanoseconds, in the middle of the
+ * microsecond the host truncated its time to.  -ERANGE if they hold no
+ * plausible time.
+ */
+static int vmmci_host_time_ns(u64 sec, u64 usec, s64 *ns)
+{
+	if (sec < VMMCI_HOST_SEC_MIN || sec > VMMCI_HOST_SEC_MAX ||
+	    usec >= USEC_PER_SEC)
+		return -ERANGE;
+	*ns = sec * NSEC_PER_SEC + usec * NSEC_PER_USEC + NSEC_PER_USEC / 2;
+	return 0;
+}
+
+/*
+ * Make a sample of two readings taken back to back, keeping the second.
+ * -EAGAIN if the guest clock went backwards across them (someone stepped
+ * it meanwhile); -ERANGE if the host clock went backwards, or forwards by
+ * more than the guest clock did, between them.
+ */
+static int vmmci_make_sample(const struct vmmci_reading *first,
+			     const struct vmmci_reading *second,
+			     struct vmmci_sample *s)
+{
+	if (first->after_ns < first->before_ns ||
+	    second->before_ns < first->after_ns ||
+	    second->after_ns < second->before_ns)
+		return -EAGAIN;
+	if (second->host_ns < first->host_ns ||
+	    second->host_ns - first->host_ns >
+	    second->after_ns - first->before_ns + VMMCI_SAMPLE_SLACK_NS)
+		return -ERANGE;
+
+	s->bracket_ns = second->after_ns - second->before_ns;
+	s->guest_ns = second->before_ns + s->bracket_ns / 2;
+	s->host_ns = second->host_ns;
+	return 0;
+}
+
+/*
+ * Guest minus host time, and how far from the truth that can be: half
+ * the bracket, rounded up, plus the host's truncation to a microsecond.
+ */
+static void vmmci_drift(const struct vmmci_sample *s, s64 *drift_ns,
+			u64 *uncertainty_ns)
+{
+	*drift_ns = s->guest_ns - s->host_ns;
+	*uncertainty_ns = s->bracket_ns - s->bracket_ns / 2 +
+			  NSEC_PER_USEC / 2;
+}
+
+/* The time to step to: now plus the offset, if that is a valid time */
+static int vmmci_step_target(s64 now_ns, s64 offset_ns,
+			     struct timespec64 *ts)
+{
+	s64 target_ns;
+
+	if (check_add_overflow(now_ns, offset_ns, &target_ns) ||
+	    target_ns < 0)
+		return -ERANGE;
+	*ts = ns_to_timespec64(target_ns);
+	return 0;
+}
+
+/*
+ * Decide what the value read from COMMAND asks for, and remember it.
+ * vmd leaves an acknowledged SHUTDOWN or REBOOT in place, and a host
+ * may raise interrupts without a change, so only a value that differs
+ * from the last one acted on is new.  vmd clears SYNCRTC when it is
+ * acknowledged: it is forgotten at once, so the next one is new.
+ */
+static enum vmmci_action vmmci_next_action(struct vmmci_cmd_state *st,
+					   u32 cmd)
+{
+	enum vmmci_action action;
+
+	if (cmd == st->last_cmd)
+		return VMMCI_ACT_NOTHING;
+
+	st->last_request = cmd;
+	st->last_cmd = cmd;
+	switch (cmd) {
+	case VMMCI_NONE:
+		action = VMMCI_ACT_NOTHING;
+		break;
+	case VMMCI_SHUTDOWN:
+	case VMMCI_REBOOT:
+		action = st->stopping ? VMMCI_ACT_REPEAT_STOP : VMMCI_ACT_STOP;
+		st->stopping = true;
+		break;
+	case VMMCI_SYNCRTC:
+		action = st->stopping ? VMMCI_ACT_SKIP_SYNC : VMMCI_ACT_SYNC;
+		st->last_cmd = VMMCI_NONE;
+		break;
+	default:
+		action = VMMCI_ACT_UNKNOWN;
+		break;
+	}
+	return action;
+}
+
+/* Device access */
+
 static bool vmmci_has_ack(struct vmmci *vi)
 {
 	return virtio_has_feature(vi->vdev, VMMCI_F_ACK);
@@ -136,28 +269,43 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 }
 
 /*
+ * vmd turns "vmctl stop" into a hard power-off while DRIVER_OK is clear.
+ * Only the guest clears it, by resetting the device; a host that cleared
+ * it would cost the guest its data on the next stop, so set it again.
+ */
+static void vmmci_keep_driver_ok(struct vmmci *vi)
+{
+	u8 status = vi->vdev->config->get_status(vi->vdev);
+
+	if (status & VIRTIO_CONFIG_S_DRIVER_OK)
+		return;
+	dev_warn_ratelimited(&vi->vdev->dev,
+			     "host cleared DRIVER_OK (status %#x), setting it again\n",
+			     status);
+	virtio_add_status(vi->vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE |
+			  VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+/*
  * Read the host clock.  The guest's CLOCK_REALTIME is read just before
  * and after the register read that latches the host time, so that the
- * host sample lies between the two.  The host truncates its time to a
- * microsecond: host_ns is the middle of that microsecond.  Returns
- * -ERANGE if the registers hold no plausible time.
+ * host sample lies between the two.
 // @series-if ptp
  * sts, if not NULL, gets system timestamps around the read that latches
  * the host time, for PTP_SYS_OFFSET_EXTENDED.
 // @series-endif
  */
 // @series-if ptp
-static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
-				s64 *before_ns, s64 *after_ns,
+static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 				struct ptp_system_timestamp *sts)
 // @series-else
-static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
-				s64 *before_ns, s64 *after_ns)
+static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r)
 // @series-endif
 {
 	u64 sec, usec;
+	int err;
 
-	*before_ns = ktime_get_real_ns();
+	r->before_ns = ktime_get_real_ns();
 // @series-if ptp
 	ptp_read_system_prets(sts);
 	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
@@ -165,59 +313,47 @@ static int vmmci_read_host_time(struct vmmci *vi, s64 *host_ns,
 // @series-else
 	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
 // @series-endif
-	*after_ns = ktime_get_real_ns();
+	r->after_ns = ktime_get_real_ns();
 	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
 
-	if (sec < VMMCI_HOST_SEC_MIN || sec > VMMCI_HOST_SEC_MAX ||
-	    usec >= USEC_PER_SEC) {
+	err = vmmci_host_time_ns(sec, usec, &r->host_ns);
+	if (err)
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "ignoring invalid host time %llu s %llu us\n",
 				     sec, usec);
-		return -ERANGE;
-	}
-	*host_ns = sec * NSEC_PER_SEC + usec * NSEC_PER_USEC +
-		   NSEC_PER_USEC / 2;
-	return 0;
+	return err;
 }
 
-/*
- * Take two host samples back to back and keep the second.  A host clock
- * that goes backwards, or forwards by more than the guest saw, between
- * them is not trusted.
- */
+/* Take two readings back to back and make a sample of them */
 static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 {
-	s64 first, second, t0, t1, t2, t3;
+	struct vmmci_reading first, second;
 	int err;
 
 	lockdep_assert_held(&vi->lock);
 
 // @series-if ptp
-	err = vmmci_read_host_time(vi, &first, &t0, &t1, NULL);
-	if (err)
-		return err;
-	err = vmmci_read_host_time(vi, &second, &t2, &t3, NULL);
+	err = vmmci_read_host_time(vi, &first, NULL);
+	if (!err)
+		err = vmmci_read_host_time(vi, &second, NULL);
 // @series-else
-	err = vmmci_read_host_time(vi, &first, &t0, &t1);
-	if (err)
-		return err;
-	err = vmmci_read_host_time(vi, &second, &t2, &t3);
+	err = vmmci_read_host_time(vi, &first);
+	if (!err)
+		err = vmmci_read_host_time(vi, &second);
 // @series-endif
 	if (err)
 		return err;
 
-	if (second < first ||
-	    second - first > t3 - t0 + VMMCI_SAMPLE_SLACK_NS) {
+	err = vmmci_make_sample(&first, &second, s);
+	if (err == -ERANGE)
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "ignoring inconsistent host time: %lld ns apart in %lld ns\n",
-				     second - first, t3 - t0);
-		return -ERANGE;
-	}
-
-	s->host_ns = second;
-	s->guest_ns = t2 + (t3 - t2) / 2;
-	s->bracket_ns = t3 - t2;
-	return 0;
+				     second.host_ns - first.host_ns,
+				     second.after_ns - first.before_ns);
+	else if (err)
+		dev_info_ratelimited(&vi->vdev->dev,
+				     "guest clock stepped while reading the host time, sample dropped\n");
+	return err;
 }
 
 static void vmmci_measure_drift(struct vmmci *vi)
@@ -226,13 +362,9 @@ static void vmmci_measure_drift(struct vmmci *vi)
 
 	lockdep_assert_held(&vi->lock);
 
-	if (vmmci_sample(vi, &s)) {
-		vi->drift_valid = false;
-		return;
-	}
-	vi->drift_ns = s.guest_ns - s.host_ns;
-	vi->drift_uncertainty_ns = s.bracket_ns / 2 + NSEC_PER_USEC / 2;
-	vi->drift_valid = true;
+	vi->drift_valid = !vmmci_sample(vi, &s);
+	if (vi->drift_valid)
+		vmmci_drift(&s, &vi->drift_ns, &vi->drift_uncertainty_ns);
 }
 
 /*
@@ -253,13 +385,18 @@ static bool vmmci_sync_clock(struct vmmci *vi)
 				     "host asked for a clock sync without offering its time\n");
 		return false;
 	}
+	if (vi->confidential) {
+		dev_warn_ratelimited(&vi->vdev->dev,
+				     "not stepping the clock: a confidential guest does not take its time from the host\n");
+		return false;
+	}
 	if (vmmci_sample(vi, &s))
 		return false;
 
 	offset = s.host_ns - s.guest_ns;
-	ktime_get_real_ts64(&ts);
-	ts = ns_to_timespec64(timespec64_to_ns(&ts) + offset);
-	err = do_settimeofday64(&ts);
+	err = vmmci_step_target(ktime_get_real_ns(), offset, &ts);
+	if (!err)
+		err = do_settimeofday64(&ts);
 	if (err) {
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "cannot step the clock by %lld ns: %d\n",
@@ -277,20 +414,6 @@ static bool vmmci_sync_clock(struct vmmci *vi)
 
 static void vmmci_stop(struct vmmci *vi, u32 cmd)
 {
-	/*
-	 * Ack first: vmd kills the guest three seconds after the request
-	 * unless acked, and the ack gives the guest vmd's long timeout
-	 * (120 s) to finish.  A repeated request is acked for the same
-	 * reason, but the stop is started only once.
-	 */
-	vmmci_ack(vi, cmd);
-	if (vi->stopping) {
-		dev_info_ratelimited(&vi->vdev->dev,
-				     "host repeated its request, already stopping\n");
-		return;
-	}
-	vi->stopping = true;
-
 	if (cmd == VMMCI_REBOOT) {
 		/* What "vmctl stop" sends: vmd ends the VM when it resets */
 		dev_notice(&vi->vdev->dev, "host requested a reboot\n");
@@ -304,37 +427,42 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 /* Returns true if the clock was stepped */
 static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 {
-	bool stepped = false;
-
 	lockdep_assert_held(&vi->lock);
 
-	vi->last_request = cmd;
-	switch (cmd) {
-	case VMMCI_NONE:
+	/*
+	 * Ack first: vmd kills the guest three seconds after a stop request
+	 * unless acked, and the ack gives the guest vmd's long timeout
+	 * (120 s) to finish.  A repeated request is acked for the same
+	 * reason.  SYNCRTC is acked at once too: unacked, vmd would never
+	 * send another one.  An unknown command is not acked: vmd would log
+	 * an illegal request.
+	 */
+	switch (vmmci_next_action(&vi->cmd, cmd)) {
+	case VMMCI_ACT_NOTHING:
 		break;
-	case VMMCI_SHUTDOWN:
-	case VMMCI_REBOOT:
+	case VMMCI_ACT_STOP:
+		vmmci_ack(vi, cmd);
 		vmmci_stop(vi, cmd);
 		break;
-	case VMMCI_SYNCRTC:
-		/*
-		 * vmd clears the command on this ack; unacked, it would
-		 * never send another SYNCRTC.  Forget it, so the next one
-		 * is seen.
-		 */
+	case VMMCI_ACT_REPEAT_STOP:
 		vmmci_ack(vi, cmd);
-		cmd = VMMCI_NONE;
-		if (!vi->stopping)
-			stepped = vmmci_sync_clock(vi);
+		dev_info_ratelimited(&vi->vdev->dev,
+				     "host repeated its request, already stopping\n");
 		break;
-	default:
-		/* Not acked: vmd would log an illegal request */
+	case VMMCI_ACT_SYNC:
+		vmmci_ack(vi, cmd);
+		return vmmci_sync_clock(vi);
+	case VMMCI_ACT_SKIP_SYNC:
+		vmmci_ack(vi, cmd);
+		dev_info_ratelimited(&vi->vdev->dev,
+				     "ignoring a clock sync while stopping\n");
+		break;
+	case VMMCI_ACT_UNKNOWN:
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "ignoring unknown host command %u\n", cmd);
 		break;
 	}
-	vi->last_cmd = cmd;
-	return stepped;
+	return false;
 }
 
 // @series-if uevent
@@ -358,17 +486,16 @@ static void vmmci_uevent_step(struct vmmci *vi, s64 offset_ns)
 static void vmmci_cmd_work(struct work_struct *work)
 {
 	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
-	bool stepped = false;
+	bool stepped;
 // @series-if uevent
 	s64 offset_ns;
 // @series-endif
 	u32 cmd;
 
 	mutex_lock(&vi->lock);
+	vmmci_keep_driver_ok(vi);
 	cmd = virtio_cread32(vi->vdev, VMMCI_CONFIG_COMMAND);
-	/* vmd keeps an acked SHUTDOWN or REBOOT in place */
-	if (cmd != vi->last_cmd)
-		stepped = vmmci_handle_command(vi, cmd);
+	stepped = vmmci_handle_command(vi, cmd);
 // @series-if uevent
 	offset_ns = vi->last_sync_offset_ns;
 // @series-endif
@@ -389,6 +516,7 @@ static void vmmci_drift_work(struct work_struct *work)
 					drift_work);
 
 	mutex_lock(&vi->lock);
+	vmmci_keep_driver_ok(vi);
 	vmmci_measure_drift(vi);
 	mutex_unlock(&vi->lock);
 	sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
@@ -436,16 +564,16 @@ static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
 			      struct ptp_system_timestamp *sts)
 {
 	struct vmmci *vi = container_of(info, struct vmmci, ptp_info);
-	s64 host_ns, before_ns, after_ns;
+	struct vmmci_reading r;
 	int err;
 
 	mutex_lock(&vi->lock);
-	err = vmmci_read_host_time(vi, &host_ns, &before_ns, &after_ns, sts);
+	err = vmmci_read_host_time(vi, &r, sts);
 	mutex_unlock(&vi->lock);
 	if (err)
 		return -EIO;
 
-	*ts = ns_to_timespec64(host_ns);
+	*ts = ns_to_timespec64(r.host_ns);
 	return 0;
 }
 
@@ -572,7 +700,7 @@ static ssize_t last_command_show(struct device *dev,
 	ssize_t ret;
 
 	mutex_lock(&vi->lock);
-	ret = sysfs_emit(buf, "%u\n", vi->last_request);
+	ret = sysfs_emit(buf, "%u\n", vi->cmd.last_request);
 	mutex_unlock(&vi->lock);
 	return ret;
 }
@@ -633,6 +761,7 @@ static int vmmci_probe(struct virtio_device *vdev)
 		return -ENOMEM;
 
 	vi->vdev = vdev;
+	vi->confidential = cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT);
 	vdev->priv = vi;
 	mutex_init(&vi->lock);
 	INIT_WORK(&vi->cmd_work, vmmci_cmd_work);
@@ -654,6 +783,9 @@ static int vmmci_probe(struct virtio_device *vdev)
 		 virtio_has_feature(vdev, VMMCI_F_ACK) ? " ack" : "",
 		 virtio_has_feature(vdev, VMMCI_F_TIMESYNC) ? " timesync" : "",
 		 virtio_has_feature(vdev, VMMCI_F_SYNCRTC) ? " syncrtc" : "");
+	if (vi->confidential)
+		dev_info(&vdev->dev,
+			 "confidential guest: the clock is not stepped to host time\n");
 	return 0;
 }
 
@@ -709,3 +841,10 @@ module_virtio_driver(vmmci_driver);
 
 MODULE_DESCRIPTION("OpenBSD vmd VMM control interface driver");
 MODULE_LICENSE("GPL");
+// @series-if kunit
+
+/* Built in here, so that the helpers it tests can stay static */
+#if IS_ENABLED(CONFIG_VIRTIO_VMMCI_KUNIT_TEST)
+#include "virtio_vmmci_test.c"
+#endif
+// @series-endif
