@@ -61,14 +61,26 @@ tree_dir() {
 	echo "$VMMCI_CACHE/trees/linux-$1"
 }
 
+# debian_base BASE: true if BASE is a Debian tree from the machine's apt
+# sources (the default one or a backport base), not the upstream base.
+debian_base() {
+	case " $DEFAULT_BASE $BACKPORT_BASES " in
+	*" $1 "*) return 0 ;;
+	esac
+	return 1
+}
+
 # series_dir VERSION: the series for a kernel VERSION (e.g. 6.12.117):
 # patches/ is written against the upstream base, patches/6.12/ is the
-# same series rebased by scripts/regen onto Debian's 6.12.
+# same series rebased by scripts/regen onto Debian's 6.12, and so on for
+# each of BACKPORT_BASES.
 series_dir() {
-	case "$1" in
-	"$DEFAULT_BASE"|"$DEFAULT_BASE".*) echo "$TOP/patches/$DEFAULT_BASE" ;;
-	*) echo "$TOP/patches" ;;
-	esac
+	for b in $DEFAULT_BASE $BACKPORT_BASES; do
+		case "$1" in
+		"$b"|"$b".*) echo "$TOP/patches/$b"; return 0 ;;
+		esac
+	done
+	echo "$TOP/patches"
 }
 
 # Packages the tests need on top of KBUILD_PKGS.
