@@ -556,12 +556,14 @@ class Guest:
         return m.group(1) if m else None
 
     def close(self):
+        """End QEMU; closing a second time does nothing."""
         if self.qmp:
             try:
                 self.qmp.cmd('quit')
             except (OSError, EOFError, QmpError):
                 pass
             self.qmp.close()
+            self.qmp = None
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

@@ -37,6 +37,7 @@ class Suite:
         self.workdir = workdir
         self.qemu = None
         self.kernels = {}
+        self.guests = []
 
     def check(self, name, ok, detail=''):
         self.results.record(name, bool(ok), detail)
@@ -69,8 +70,10 @@ class Suite:
                        '\n'.join(fails) or res.stdout)
 
     def guest(self, name, kernel='y', **kw):
-        return Guest(self.qemu, self.kernels[kernel],
-                     os.path.join(self.workdir, name), **kw)
+        g = Guest(self.qemu, self.kernels[kernel],
+                  os.path.join(self.workdir, name), **kw)
+        self.guests.append(g)
+        return g
 
     def finish(self, name, g):
         """Close a guest and check its console for splats."""
@@ -108,6 +111,11 @@ class Suite:
             except Exception as e:      # a scenario that breaks is a failure
                 self.check('%s: ran to the end' % name, False,
                            '%s: %s' % (type(e).__name__, e))
+            finally:
+                # A scenario that broke off leaves its guest running
+                for g in self.guests:
+                    g.close()
+                self.guests = []
 
     # helpers
 
