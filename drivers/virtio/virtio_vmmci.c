@@ -427,6 +427,8 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 /* Returns true if the clock was stepped */
 static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 {
+	enum vmmci_action action;
+
 	lockdep_assert_held(&vi->lock);
 
 	/*
@@ -437,23 +439,23 @@ static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 	 * send another one.  An unknown command is not acked: vmd would log
 	 * an illegal request.
 	 */
-	switch (vmmci_next_action(&vi->cmd, cmd)) {
+	action = vmmci_next_action(&vi->cmd, cmd);
+	if (action != VMMCI_ACT_NOTHING && action != VMMCI_ACT_UNKNOWN)
+		vmmci_ack(vi, cmd);
+
+	switch (action) {
 	case VMMCI_ACT_NOTHING:
 		break;
 	case VMMCI_ACT_STOP:
-		vmmci_ack(vi, cmd);
 		vmmci_stop(vi, cmd);
 		break;
 	case VMMCI_ACT_REPEAT_STOP:
-		vmmci_ack(vi, cmd);
 		dev_info_ratelimited(&vi->vdev->dev,
 				     "host repeated its request, already stopping\n");
 		break;
 	case VMMCI_ACT_SYNC:
-		vmmci_ack(vi, cmd);
 		return vmmci_sync_clock(vi);
 	case VMMCI_ACT_SKIP_SYNC:
-		vmmci_ack(vi, cmd);
 		dev_info_ratelimited(&vi->vdev->dev,
 				     "ignoring a clock sync while stopping\n");
 		break;
