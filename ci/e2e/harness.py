@@ -514,8 +514,11 @@ class Guest:
         off, bound = self.sh('vmmci-guest probe %d' % samples).split()
         return int(off), int(bound)
 
-    def sysfs(self, attr):
-        return self.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr)
+    def sysfs(self, attr, check=True):
+        """The driver's sysfs file attr; with check=False, a read error
+        (e.g. ENODATA) comes back as the error text."""
+        return self.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr,
+                       check=check)
 
     def wait_end(self, timeout):
         """Wait until the VM has ended (QEMU runs with -no-shutdown, so it

@@ -147,8 +147,7 @@ class Suite:
         deadline = time.time() + timeout
         val = None
         while time.time() < deadline:
-            val = g.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr,
-                       check=False)
+            val = g.sysfs(attr, check=False)
             try:
                 if want(val):
                     return val
@@ -217,17 +216,24 @@ class Suite:
             harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
                         (name, leaks[:2000]))
 
+    def step_after(self, g, action, timeout=15):
+        """Run action() and wait for the driver's next clock step; return
+        (stepped, sync_count)."""
+        count = int(g.sysfs('sync_count'))
+        action()
+        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count,
+                              timeout)
+        return int(got) > count, got
+
     def check_jump_fixed(self, g, label, offset):
         """Jump the host clock by offset (auto SYNCRTC): the driver steps
         the guest clock to within SYNC_BOUND_NS of host time."""
-        count = int(g.sysfs('sync_count'))
-        g.set('host-offset-ns', g.offset_ns + offset)
-        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count, 20)
+        stepped, got = self.step_after(
+            g, lambda: g.set('host-offset-ns', g.offset_ns + offset), 20)
         off, unc = g.clock_offset()
         return self.check('%s: host clock jump fixed by SYNCRTC (offset '
                           '%.1f ms)' % (label, off / 1e6),
-                          int(got) > count and
-                          abs(off) + unc < SYNC_BOUND_NS,
+                          stepped and abs(off) + unc < SYNC_BOUND_NS,
                           'sync_count %s' % got)
 
     # scenarios
@@ -549,7 +555,6 @@ class Suite:
         stepped from it; a genuine large or backward offset still is."""
         g, disk = self.boot_with_disk(
             name, append='virtio_vmmci.drift_interval_sec=1')
-        drv = '/sys/bus/virtio/drivers/virtio_vmmci/*'
         # The guest's boot clock is off by up to a second or two (from
         # the RTC): "untouched" means that offset stays.
         before, _ = g.clock_offset()
@@ -561,7 +566,7 @@ class Suite:
             g.set('raise', 3)
             acked = self.wait_acked(g)
             time.sleep(2.5)     # a drift measurement under the fault
-            drift = g.sh('cat %s/drift_ns' % drv, check=False)
+            drift = g.sysfs('drift_ns', check=False)
             off, unc = g.clock_offset()
             log = '\n'.join(l for l in g.console()[mark:].splitlines()
                             if 'vmmci' in l or 'virtio' in l)
@@ -589,15 +594,13 @@ class Suite:
         g.set('host-offset-ns', g.offset_ns - 30 * NS)
         drift = self.wait_sysfs(g, 'drift_ns',
                                 lambda v: int(v) > 29 * NS, timeout=10)
-        count = int(g.sysfs('sync_count'))
-        g.request('syncrtc')
-        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count)
+        stepped, got = self.step_after(g, lambda: g.request('syncrtc'))
         off, unc = g.clock_offset()
         step = int(g.sysfs('last_sync_offset_ns'))
         self.check('%s: host clock set back 30 s: drift shows it (%.3f s), '
                    'SYNCRTC steps back (%.3f s), guest - host %.1f ms' %
                    (name, int(drift) / NS, step / NS, off / 1e6),
-                   int(drift) > 29 * NS and int(got) > count and
+                   int(drift) > 29 * NS and stepped and
                    abs(step + 30 * NS) < SYNC_BOUND_NS and
                    abs(off) + unc < SYNC_BOUND_NS, 'sync_count %s' % got)
         self.stop_with_data(name, g, disk)
@@ -658,12 +661,8 @@ class Suite:
         mark = len(g.console())
         g.set('status', 0)
         cleared = not g.get('driver-ok')
-        g.set('raise', g.get('command'))    # any interrupt
-        deadline = time.time() + 10
-        while not g.get('driver-ok') and time.time() < deadline:
-            time.sleep(0.1)
         self.check('%s: DRIVER_OK cleared by the host is set again' % name,
-                   cleared and g.get('driver-ok') and
+                   cleared and self.wait_driver_ok(g, timeout=10) and
                    'host cleared DRIVER_OK' in g.console()[mark:],
                    g.console()[mark:][-1000:])
 
@@ -759,20 +758,19 @@ class Suite:
                    'commands and faults (seed %d): %s' %
                    (name, SOAK_MINUTES, seed, summary),
                    alive and self.wait_driver_ok(g), '')
-        count = int(g.sysfs('sync_count'))
-        g.request('syncrtc')
-        got = self.wait_sysfs(g, 'sync_count', lambda v: int(v) > count)
+        stepped, got = self.step_after(g, lambda: g.request('syncrtc'))
         off, unc = g.clock_offset()
         self.check('%s: then a SYNCRTC puts the clock within %d ms of host '
                    'time (%.1f ms)' % (name, SYNC_BOUND_NS // 1000000,
                                        off / 1e6),
-                   int(got) > count and abs(off) + unc < SYNC_BOUND_NS,
+                   stepped and abs(off) + unc < SYNC_BOUND_NS,
                    'sync_count %s' % got)
         self.check_kmemleak(name, g)
         self.stop_with_data(name, g, disk)
 
     def wait_driver_ok(self, g, timeout=5):
-        """DRIVER_OK set again by the driver after a host cleared it."""
+        """Raise an interrupt without a change and wait for DRIVER_OK: the
+        driver sets it again if a host cleared it."""
         g.set('raise', g.get('command'))
         deadline = time.time() + timeout
         while time.time() < deadline:
