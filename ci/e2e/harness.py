@@ -155,9 +155,10 @@ def _copy_program(src, stage, rel):
                 shutil.copy(m.group(1), lib)     # follows symlinks
 
 
-def make_initramfs(build_dir, dest, with_modules):
+def make_initramfs(dest, add_modules=None):
     """An initramfs with busybox, the guest tool, our init and, for a
-    modular kernel, its modules as "make modules_install" lays them out."""
+    modular kernel, the modules add_modules(stage) puts in stage/lib/modules
+    (laid out as "make modules_install" does, with modules.dep)."""
     stage = dest + '.d'
     shutil.rmtree(stage, ignore_errors=True)
     for d in ('bin', 'sbin', 'etc', 'proc', 'sys', 'dev', 'mnt', 'tmp',
@@ -184,12 +185,8 @@ def make_initramfs(build_dir, dest, with_modules):
         f.write('root:x:0:0:root:/:/bin/sh\n')
     with open(os.path.join(stage, 'etc', 'group'), 'w') as f:
         f.write('root:x:0:\n')
-    if with_modules:
-        with open(os.path.join(build_dir, 'source-tree')) as f:
-            tree = f.read().strip()
-        run(['make', '-s', '-C', tree, 'O=' + build_dir, 'ARCH=x86_64',
-             'INSTALL_MOD_PATH=' + stage, 'INSTALL_MOD_STRIP=1',
-             'modules_install'])
+    if add_modules:
+        add_modules(stage)
     listing = run(['find', '.', '-mindepth', '1'], cwd=stage)
     with open(dest + '.tmp', 'wb') as out:
         cpio = subprocess.Popen(['cpio', '-o', '-H', 'newc', '--quiet'],
@@ -220,9 +217,86 @@ def build_kernel(name, base, upto, configs):
     os.makedirs(dest, exist_ok=True)
     shutil.copy(os.path.join(build_dir, 'arch/x86/boot/bzImage'),
                 os.path.join(dest, 'bzImage'))
+    def modules_install(stage):
+        with open(os.path.join(build_dir, 'source-tree')) as f:
+            tree = f.read().strip()
+        run(['make', '-s', '-C', tree, 'O=' + build_dir, 'ARCH=x86_64',
+             'INSTALL_MOD_PATH=' + stage, 'INSTALL_MOD_STRIP=1',
+             'modules_install'])
+
     modular = 'vmmci-m' in configs
-    make_initramfs(build_dir, os.path.join(dest, 'initramfs.cpio.gz'),
-                   modular)
+    make_initramfs(os.path.join(dest, 'initramfs.cpio.gz'),
+                   modules_install if modular else None)
+    return Kernel(name, os.path.join(dest, 'bzImage'),
+                  os.path.join(dest, 'initramfs.cpio.gz'))
+
+
+def debian_image(kver):
+    """Debian's own linux-image-KVER package, unpacked (not installed)
+    under the cache: the directory holding its boot/ and lib/modules/."""
+    root = os.path.join(CACHE, 'debian-images', kver)
+    done = os.path.join(root, 'unpacked')
+    if not os.path.isdir(done):
+        say('fetching linux-image-%s' % kver)
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)
+        run(['apt-get', 'download', 'linux-image-' + kver], cwd=root)
+        deb = [f for f in os.listdir(root) if f.endswith('.deb')][0]
+        run(['dpkg-deb', '-x', os.path.join(root, deb), done + '.tmp'])
+        # Newer images keep their modules in /usr/lib only
+        lib = os.path.join(done + '.tmp', 'lib')
+        if not os.path.exists(os.path.join(lib, 'modules')):
+            shutil.rmtree(lib, ignore_errors=True)
+            os.symlink('usr/lib', lib)
+        run(['depmod', '-b', done + '.tmp', kver])
+        os.rename(done + '.tmp', done)
+    return done
+
+
+def _copy_module(src, dest):
+    """Copy a module, uncompressed (busybox modprobe loads plain .ko)."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    for ext, tool in (('.xz', 'xz'), ('.zst', 'zstd'), ('.gz', 'gzip')):
+        if src.endswith(ext):
+            with open(dest[:-len(ext)], 'wb') as out:
+                subprocess.run([tool, '-dc', src], stdout=out, check=True)
+            return
+    shutil.copy(src, dest)
+
+
+def distro_kernel(name, kver, extra_modules, wanted):
+    """A Debian kernel as Debian built it: its vmlinuz, and an initramfs
+    with the modules in wanted (and what they depend on) from its package,
+    plus extra_modules (the .ko files scripts/dkms built) in updates/dkms,
+    where they take precedence over the kernel's own."""
+    root = debian_image(kver)
+    dest = os.path.join(CACHE, 'e2e', name)
+    os.makedirs(dest, exist_ok=True)
+
+    def add_modules(stage):
+        top = os.path.join(root, 'lib', 'modules', kver)
+        paths = set()
+        for mod in wanted:
+            out = run(['/sbin/modprobe', '-d', root, '-S', kver,
+                       '--show-depends', mod])
+            paths.update(re.findall(r'^insmod (\S+)', out, re.M))
+        mods = os.path.join(stage, 'lib', 'modules', kver)
+        for path in paths:
+            rel = os.path.relpath(os.path.realpath(path),
+                                  os.path.realpath(top))
+            _copy_module(path, os.path.join(mods, rel))
+        for f in ('modules.builtin', 'modules.builtin.modinfo',
+                  'modules.order'):
+            shutil.copy(os.path.join(top, f), mods)
+        updates = os.path.join(mods, 'updates', 'dkms')
+        os.makedirs(updates)
+        for ko in extra_modules:
+            shutil.copy(ko, updates)
+        run(['depmod', '-b', stage, kver])
+
+    shutil.copy(os.path.join(root, 'boot', 'vmlinuz-' + kver),
+                os.path.join(dest, 'bzImage'))
+    make_initramfs(os.path.join(dest, 'initramfs.cpio.gz'), add_modules)
     return Kernel(name, os.path.join(dest, 'bzImage'),
                   os.path.join(dest, 'initramfs.cpio.gz'))
 

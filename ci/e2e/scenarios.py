@@ -30,17 +30,26 @@ ATTRS = ('drift_ns', 'drift_uncertainty_ns', 'last_sync_offset_ns',
          'sync_count', 'last_command')
 
 
+# What a Debian kernel's initramfs holds besides our modules: virtio_pci
+# and the disk (its own virtio_pci stays, overridden from updates/)
+DISTRO_MODULES = ('virtio_pci', 'virtio_blk', 'ext4')
+# The scenarios run on a distribution kernel with the DKMS modules
+DISTRO_SCENARIOS = ('probe-distro', 'stop', 'syncrtc', 'drift')
+
+
 class Suite:
-    def __init__(self, results, base, workdir):
+    def __init__(self, results, base, workdir, label=''):
         self.results = results
         self.base = base
         self.workdir = workdir
+        self.label = label
         self.qemu = None
         self.kernels = {}
+        self.distro = False
         self.guests = []
 
     def check(self, name, ok, detail=''):
-        self.results.record(name, bool(ok), detail)
+        self.results.record(self.label + name, bool(ok), detail)
         return ok
 
     def prepare(self, kinds=('unpatched', 'm', 'y')):
@@ -56,6 +65,15 @@ class Suite:
                 upto, configs = variants[kind]
                 self.kernels[kind] = harness.build_kernel(
                     kind, self.base, upto, configs)
+
+    def prepare_distro(self, kver, modules):
+        """QEMU, and Debian's own kernel KVER (its package, unpacked) with
+        the DKMS-built modules: every scenario boots it."""
+        self.qemu = harness.build_qemu()
+        kernel = harness.distro_kernel('debian-' + kver, kver, modules,
+                                       DISTRO_MODULES)
+        self.kernels = {'m': kernel, 'y': kernel}
+        self.distro = True
 
     def model_tests(self):
         """The model's own tests, without a Linux guest."""
@@ -84,6 +102,7 @@ class Suite:
 
     def run(self, only=None):
         scenarios = [
+            ('probe-distro', self.probe_distro),
             ('probe-module', self.probe_module),
             ('probe-builtin', self.probe_builtin),
             ('stop', self.stop),
@@ -103,8 +122,11 @@ class Suite:
             ('ptp-clock', self.ptp_clock),
             ('ptp-chrony', self.ptp_chrony),
         ]
+        if not only:
+            only = DISTRO_SCENARIOS if self.distro else \
+                [n for n, _ in scenarios if n not in DISTRO_SCENARIOS[:1]]
         for name, fn in scenarios:
-            if only and name not in only:
+            if name not in only:
                 continue
             try:
                 fn(name)
@@ -161,7 +183,7 @@ class Suite:
         disk = os.path.join(self.workdir, name + '.img')
         harness.make_disk(disk)
         g = self.boot(name, disk=disk, **kw)
-        g.sh('mount /dev/vda /mnt')
+        g.sh('mount -t ext4 /dev/vda /mnt')
         return g, disk
 
     def stop_with_data(self, name, g, disk, during=None):
@@ -247,6 +269,52 @@ class Suite:
         drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
                    % dev)
         self.check('%s: %s bound to virtio_vmmci' % (name, dev),
+                   drv == 'virtio_vmmci', drv)
+        self.finish(name, g)
+
+    def probe_distro(self, name):
+        """A distribution kernel with the DKMS modules: ours are the ones
+        loaded, the device works, the kernel says it is tainted, and the
+        kernel's own virtio_pci no longer loads (MODVERSIONS)."""
+        g = self.boot(name)
+        dev = self.vdev(g)
+        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
+                   % dev)
+        self.check('%s: %s bound to virtio_vmmci, autoloaded' % (name, dev),
+                   drv == 'virtio_vmmci', drv)
+        dep = g.sh('cat /lib/modules/$(uname -r)/modules.dep')
+        ours = ('virtio_pci_legacy_dev', 'virtio_pci', 'virtio_vmmci')
+        self.check('%s: modules.dep takes %s from updates/dkms' %
+                   (name, ', '.join(ours)),
+                   all(re.search(r'^updates/dkms/%s\.ko:' % m, dep, re.M)
+                       for m in ours), dep)
+        feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
+        self.check('%s: features as offered (TIMESYNC ACK SYNCRTC)' % name,
+                   feats.startswith('111') and g.get('driver-ok'), feats)
+        drift = self.wait_sysfs(g, 'drift_ns',
+                                lambda v: re.match(r'^-?\d+$', v or ''))
+        self.check('%s: drift_ns measured at probe' % name,
+                   re.match(r'^-?\d+$', drift or ''), drift)
+        # O: out-of-tree module; E: unsigned, or signed with a key the
+        # kernel does not trust (dkms's own)
+        taint = int(g.sh('cat /proc/sys/kernel/tainted'))
+        self.check('%s: kernel tainted O and E, as documented (%d)' %
+                   (name, taint), taint & (1 << 12) and taint & (1 << 13),
+                   g.sh('dmesg | grep -i taint'))
+        # The kernel's own virtio_pci was built against the unpatched
+        # virtio_pci_legacy_dev: its symbol versions no longer match.
+        stock = '/lib/modules/$(uname -r)/kernel/drivers/virtio/virtio_pci.ko'
+        g.sh('rmmod virtio_vmmci virtio_pci')
+        out = g.sh('insmod %s; echo rc=$?; dmesg | tail -n 5' % stock)
+        self.check('%s: the kernel\'s own virtio_pci.ko refused: symbol '
+                   'versions differ' % name,
+                   'rc=0' not in out and
+                   'disagrees about version of symbol vp_legacy' in out, out)
+        g.sh('modprobe virtio_pci; modprobe virtio_vmmci; sleep 1')
+        dev = self.vdev(g)
+        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
+                   % dev)
+        self.check('%s: rebound to virtio_vmmci after reloading' % name,
                    drv == 'virtio_vmmci', drv)
         self.finish(name, g)
 
@@ -435,7 +503,7 @@ class Suite:
         self.check('%s: device present on PCI, no virtio device bound' % name,
                    pci and virtio.strip() == '0' and not g.get('driver-ok'),
                    pci + ' ' + virtio)
-        g.sh('mount /dev/vda /mnt')
+        g.sh('mount -t ext4 /dev/vda /mnt')
         g.sh("echo unsynced > /mnt/data.txt")
         t = time.time_ns()
         g.request('stop')
