@@ -157,6 +157,13 @@ class Suite:
                    'fi; done')
         return out.strip()
 
+    def bound_driver(self, g):
+        """(the vmmci virtio device, the name of the driver bound to it)."""
+        dev = self.vdev(g)
+        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
+                   % dev)
+        return dev, drv
+
     def acks(self, g):
         """[(value, host ns)] of the guest's COMMAND writes."""
         text = g.get('acks')
@@ -262,12 +269,10 @@ class Suite:
 
     def probe_module(self, name):
         g = self.boot(name, kernel='m')
-        dev = self.vdev(g)
+        dev, drv = self.bound_driver(g)
         mods = g.sh('cat /proc/modules')
         self.check('%s: virtio_vmmci autoloaded from its modalias' % name,
                    'virtio_vmmci' in mods and dev, mods)
-        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
-                   % dev)
         self.check('%s: %s bound to virtio_vmmci' % (name, dev),
                    drv == 'virtio_vmmci', drv)
         self.finish(name, g)
@@ -277,9 +282,7 @@ class Suite:
         loaded, the device works, the kernel says it is tainted, and the
         kernel's own virtio_pci no longer loads (MODVERSIONS)."""
         g = self.boot(name)
-        dev = self.vdev(g)
-        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
-                   % dev)
+        dev, drv = self.bound_driver(g)
         self.check('%s: %s bound to virtio_vmmci, autoloaded' % (name, dev),
                    drv == 'virtio_vmmci', drv)
         dep = g.sh('cat /lib/modules/$(uname -r)/modules.dep')
@@ -311,18 +314,14 @@ class Suite:
                    'rc=0' not in out and
                    'disagrees about version of symbol vp_legacy' in out, out)
         g.sh('modprobe virtio_pci; modprobe virtio_vmmci; sleep 1')
-        dev = self.vdev(g)
-        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
-                   % dev)
+        dev, drv = self.bound_driver(g)
         self.check('%s: rebound to virtio_vmmci after reloading' % name,
                    drv == 'virtio_vmmci', drv)
         self.finish(name, g)
 
     def probe_builtin(self, name):
         g = self.boot(name)
-        dev = self.vdev(g)
-        drv = g.sh('basename $(readlink /sys/bus/virtio/devices/%s/driver)'
-                   % dev)
+        dev, drv = self.bound_driver(g)
         self.check('%s: %s bound to virtio_vmmci' % (name, dev),
                    drv == 'virtio_vmmci', drv)
         feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
