@@ -52,6 +52,13 @@ need_pkgs() {
 	touch "$VMMCI_CACHE/.apt-updated"
 }
 
+# Debian's mirror as the machine's own apt sources name it.
+debian_uri() {
+	grep -hoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
+		/etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
+		awk '{print $2}' | head -n1
+}
+
 # Packages needed to build a kernel tree and run its static checkers.
 KBUILD_PKGS="build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils
 	kmod rsync sparse python3 python3-ply python3-git git perl"
