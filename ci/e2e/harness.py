@@ -92,9 +92,18 @@ def need_pkgs(*pkgs):
     run([os.path.join(TOP, 'scripts', 'setup')] + list(pkgs))
 
 
+# What running a guest needs on the host besides QEMU itself: QEMU's
+# firmware, and the tools the initramfs (busybox, the static guest tool),
+# the disk images and the unpacked Debian kernels are made with.
+GUEST_HOST_PKGS = ('seabios', 'qemu-system-data', 'busybox-static', 'cpio',
+                   'gcc', 'libc6-dev', 'e2fsprogs', 'kmod')
+
+
 def build_qemu(path=None):
     """The QEMU with the vmmci model: path, $VMMCI_QEMU, or the one
-    scripts/build-qemu builds (or finds in the cache)."""
+    scripts/build-qemu builds (or finds in the cache); and what the host
+    needs to run guests with it."""
+    need_pkgs(*GUEST_HOST_PKGS)
     if path or os.environ.get('VMMCI_QEMU'):
         return path or os.environ['VMMCI_QEMU']
     out = run([os.path.join(TOP, 'scripts', 'build-qemu')])
