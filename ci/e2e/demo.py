@@ -72,11 +72,11 @@ def main():
 
         tell('The host clock jumps forward by one hour (as after a host '
              'suspend)')
-        count = g.sysfs('sync_count')
+        count = g.state('sync_count')
         g.set('host-offset-ns', 3600 * NS)
         off, _ = g.probe(5)
         show('right after the jump, guest - host = %.3f s' % (off / 1e9))
-        suite.wait_sysfs(g, 'sync_count', lambda v: v != count, 20)
+        suite.wait_state(g, 'sync_count', lambda v: v != count, 20)
         off, bound = g.probe()
         step = [l for l in g.console().splitlines() if 'clock stepped' in l]
         show('vmd sent SYNCRTC; the driver logged:')

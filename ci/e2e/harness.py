@@ -222,7 +222,7 @@ def build_kernel(name, base, upto, configs):
         args += ['--config', c]
     say('building guest kernel "%s"' % name)
     build_dir = run(args).strip().splitlines()[-1]
-    dest = os.path.join(CACHE, 'e2e', name)
+    dest = os.path.join(CACHE, 'e2e', base, name)
     os.makedirs(dest, exist_ok=True)
     shutil.copy(os.path.join(build_dir, 'arch/x86/boot/bzImage'),
                 os.path.join(dest, 'bzImage'))
@@ -602,6 +602,24 @@ class Guest:
         (e.g. ENODATA) comes back as the error text."""
         return self.sh('cat /sys/bus/virtio/drivers/virtio_vmmci/*/%s' % attr,
                        check=check)
+
+    def wait_console(self, text, timeout):
+        """Wait until the kernel console shows text; True if it did."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.console():
+                return True
+            time.sleep(0.5)
+        return False
+
+    def state(self, key):
+        """A value of the driver's debugfs state file (last_command,
+        sync_count, last_sync_offset_ns), as a string."""
+        out = self.sh('cat /sys/kernel/debug/virtio_vmmci/*/state')
+        m = re.search(r'^%s: (\S+)$' % re.escape(key), out, re.M)
+        if not m:
+            raise RuntimeError('no %s in the driver state: %r' % (key, out))
+        return m.group(1)
 
     def wait_end(self, timeout):
         """Wait until the VM has ended (QEMU runs with -no-shutdown, so it

@@ -8,18 +8,15 @@
  *   vmmci-guest probe [N]      guest minus host time, read from the vmmci
  *                              device's registers (not through its driver),
  *                              best of N samples: "OFFSET_NS BOUND_NS"
- *   vmmci-guest drift-watch N  wait for N new drift_ns values (poll), and
- *                              print each with its uncertainty and a probe:
+ *   vmmci-guest drift-read N   read drift_ns (the driver measures it then)
+ *                              N times, a second apart, and print each with
+ *                              its uncertainty and a probe:
  *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
  *   vmmci-guest phc-read DEV N read the PTP clock DEV N times with
  *                              clock_gettime(): "NS_PER_READ OFFSET_NS
  *                              BOUND_NS", the mean cost of a read, and the
  *                              PTP clock minus CLOCK_REALTIME of the
  *                              fastest read with its error bound
- *   vmmci-guest uevent-watch N SECONDS
- *                              print the first N uevents that carry
- *                              VMMCI_EVENT, one line each, "KEY=VALUE ...",
- *                              waiting at most SECONDS
  *
  * The probe brackets the read of TIME_SEC at BAR0 + 24, which latches the
  * host clock, by two CLOCK_REALTIME reads, then reads TIME_USEC at + 32:
@@ -31,14 +28,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
-#include <sys/socket.h>
-#include <linux/netlink.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,34 +156,21 @@ static int drift_dir(char *path, size_t len)
 	return ret;
 }
 
-static int cmd_drift_watch(int n)
+static int cmd_drift_read(int n)
 {
 	unsigned long bar = open_device();
 	char dir[300], path[400], buf[64], unc[64];
 	int64_t offset, bound;
-	struct pollfd pfd;
 
 	if (drift_dir(dir, sizeof(dir))) {
 		fprintf(stderr, "vmmci-guest: driver not bound\n");
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/drift_ns", dir);
-	pfd.fd = open(path, O_RDONLY);
-	if (pfd.fd < 0) {
-		perror(path);
-		return 1;
-	}
-	pfd.events = POLLPRI | POLLERR;
-	/* sysfs poll: read once, then poll wakes on sysfs_notify() */
-	read(pfd.fd, buf, sizeof(buf));
 	for (int i = 0; i < n; i++) {
-		if (poll(&pfd, 1, 120000) <= 0) {
-			fprintf(stderr, "vmmci-guest: no new drift value\n");
-			return 1;
-		}
-		lseek(pfd.fd, 0, SEEK_SET);
-		memset(buf, 0, sizeof(buf));
-		if (read(pfd.fd, buf, sizeof(buf) - 1) <= 0)
+		if (i)
+			sleep(1);
+		snprintf(path, sizeof(path), "%s/drift_ns", dir);
+		if (read_file(path, buf, sizeof(buf)))
 			continue;	/* ENODATA: no valid measurement */
 		if (probe(bar, 5, &offset, &bound))
 			continue;
@@ -251,47 +232,6 @@ static int cmd_phc_read(const char *dev, int n)
 	return 0;
 }
 
-static int cmd_uevent_watch(int n, int seconds)
-{
-	struct sockaddr_nl addr = {
-		.nl_family = AF_NETLINK, .nl_groups = 1,	/* kernel events */
-	};
-	int64_t deadline = now_ns() + seconds * NSEC_PER_SEC;
-	char buf[4096];
-	int fd = socket(AF_NETLINK, SOCK_DGRAM, NETLINK_KOBJECT_UEVENT);
-
-	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
-		perror("vmmci-guest: uevent socket");
-		return 1;
-	}
-	/* Tell the caller it may now cause the event */
-	printf("listening\n");
-	fflush(stdout);
-	while (n > 0) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int64_t left = deadline - now_ns();
-		ssize_t len;
-
-		if (left <= 0 || poll(&p, 1, left / 1000000 + 1) <= 0)
-			break;
-		len = recv(fd, buf, sizeof(buf) - 1, 0);
-		if (len <= 0)
-			continue;
-		buf[len] = 0;
-		if (!memmem(buf, len, "VMMCI_EVENT=", 12))
-			continue;
-		/* "ACTION@DEVPATH\0KEY=VALUE\0...": print the KEY=VALUEs */
-		for (char *kv = buf + strlen(buf) + 1; kv < buf + len;
-		     kv += strlen(kv) + 1)
-			printf("%s%s", kv == buf + strlen(buf) + 1 ? "" : " ", kv);
-		printf("\n");
-		fflush(stdout);
-		n--;
-	}
-	close(fd);
-	return n > 0;
-}
-
 static int cmd_set_offset(long long delta)
 {
 	int64_t t = now_ns() + delta;
@@ -307,7 +247,7 @@ static int cmd_set_offset(long long delta)
 static int usage(void)
 {
 	fprintf(stderr, "usage: vmmci-guest now | set-offset NS | probe [N] | "
-		"drift-watch N | phc-read DEV N | uevent-watch N SECONDS\n");
+		"drift-read N | phc-read DEV N\n");
 	return 2;
 }
 
@@ -324,10 +264,8 @@ int main(int argc, char **argv)
 		return cmd_set_offset(atoll(argv[2]));
 	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
 		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
-	if (argc == 3 && !strcmp(argv[1], "drift-watch"))
-		return cmd_drift_watch(atoi(argv[2]));
-	if (argc == 4 && !strcmp(argv[1], "uevent-watch"))
-		return cmd_uevent_watch(atoi(argv[2]), atoi(argv[3]));
+	if (argc == 3 && !strcmp(argv[1], "drift-read"))
+		return cmd_drift_read(atoi(argv[2]));
 	if (argc == 4 && !strcmp(argv[1], "phc-read"))
 		return cmd_phc_read(argv[2], atoi(argv[3]));
 	return usage();

@@ -13,24 +13,20 @@
  *
  * This driver acknowledges and carries out the commands, steps the clock
  * to host time on SYNCRTC, tells the host when the guest powers itself
- * off, and measures the guest's clock drift periodically for sysfs.
-// @series-if ptp
- * It also offers the host clock as a PTP clock, for chrony and the like.
-// @series-endif
+ * off, reports the guest's clock drift in sysfs and offers the host clock
+ * as a PTP clock, for chrony and the like.
  */
 
-#include <linux/cc_platform.h>
+#include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/device.h>
-// @series-if uevent
-#include <linux/kobject.h>
-// @series-endif
+#include <linux/irqflags.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/overflow.h>
-// @series-if ptp
 #include <linux/ptp_clock_kernel.h>
-// @series-endif
 #include <linux/reboot.h>
+#include <linux/seq_file.h>
 #include <linux/sysfs.h>
 #include <linux/time64.h>
 #include <linux/timekeeping.h>
@@ -41,8 +37,8 @@
 /*
  * Device config space.  vmd decodes only aligned 32-bit accesses; the
  * virtio_pci quirk for this device makes the transport use nothing else.
- * Reading TIME_SEC latches the host clock; TIME_USEC then returns the
- * microseconds of that sample, so TIME_SEC must be read first.
+ * Reading the low dword of TIME_SEC latches the host clock; the other
+ * dwords then return the rest of that sample, so it must be read first.
  */
 #define VMMCI_CONFIG_COMMAND	0	/* u32: request, and its ack */
 #define VMMCI_CONFIG_TIME_SEC	4	/* u64: host time, seconds */
@@ -77,6 +73,9 @@
  */
 #define VMMCI_SAMPLE_SLACK_NS	(200 * NSEC_PER_USEC)
 
+/* vmd ends the VM 3 s after the power-off notice */
+#define VMMCI_POWER_OFF_WAIT_MS	(10 * MSEC_PER_SEC)
+
 /* What a value read from COMMAND asks the driver to do */
 enum vmmci_action {
 	VMMCI_ACT_NOTHING,	/* nothing new */
@@ -91,7 +90,7 @@ enum vmmci_action {
 struct vmmci_cmd_state {
 	/* Last command acted on, to ignore the ones vmd leaves in place */
 	u32 last_cmd;
-	/* Last new value seen, for sysfs */
+	/* Last new value seen, for debugfs */
 	u32 last_request;
 	/* A host shutdown or reboot is under way */
 	bool stopping;
@@ -113,18 +112,16 @@ struct vmmci_sample {
 
 struct vmmci {
 	struct virtio_device *vdev;
-	struct notifier_block reboot_nb;
 	struct work_struct cmd_work;
-	struct delayed_work drift_work;
-// @series-if ptp
 	struct ptp_clock_info ptp_info;
 	struct ptp_clock *ptp;		/* NULL without PTP support */
-// @series-endif
+	struct dentry *debugfs;
 	/* Serialises config space access (the time latch) and the fields below */
 	struct mutex lock;
+	/* DRIVER_OK is set and the device not yet reset by us or the core */
+	bool ready;
 	struct vmmci_cmd_state cmd;
-	/* A confidential guest: the host is not trusted with its time */
-	bool confidential;
+	/* The last drift measurement, for drift_uncertainty_ns */
 	bool drift_valid;
 	s64 drift_ns;
 	u64 drift_uncertainty_ns;
@@ -132,22 +129,7 @@ struct vmmci {
 	u64 sync_count;
 };
 
-static unsigned int drift_interval_sec = 15;
-
-static int param_set_drift_interval(const char *val,
-				    const struct kernel_param *kp)
-{
-	return param_set_uint_minmax(val, kp, 1, 3600);
-}
-
-static const struct kernel_param_ops drift_interval_ops = {
-	.set = param_set_drift_interval,
-	.get = param_get_uint,
-};
-module_param_cb(drift_interval_sec, &drift_interval_ops, &drift_interval_sec,
-		0644);
-MODULE_PARM_DESC(drift_interval_sec,
-		 "Seconds between clock drift measurements (1-3600, default 15)");
+static struct dentry *vmmci_debugfs_root;
 
 /*
  * Pure helpers: no device access, no locking, no logging.  The KUnit
@@ -269,52 +251,31 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 }
 
 /*
- * vmd turns "vmctl stop" into a hard power-off while DRIVER_OK is clear.
- * Only the guest clears it, by resetting the device; a host that cleared
- * it would cost the guest its data on the next stop, so set it again.
- */
-static void vmmci_keep_driver_ok(struct vmmci *vi)
-{
-	u8 status = vi->vdev->config->get_status(vi->vdev);
-
-	if (status & VIRTIO_CONFIG_S_DRIVER_OK)
-		return;
-	dev_warn_ratelimited(&vi->vdev->dev,
-			     "host cleared DRIVER_OK (status %#x), setting it again\n",
-			     status);
-	virtio_add_status(vi->vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE |
-			  VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
-}
-
-/*
  * Read the host clock.  The guest's CLOCK_REALTIME is read just before
  * and after the register read that latches the host time, so that the
- * host sample lies between the two.
-// @series-if ptp
- * sts, if not NULL, gets system timestamps around the read that latches
- * the host time, for PTP_SYS_OFFSET_EXTENDED.
-// @series-endif
+ * host sample lies between the two; sts, if not NULL, gets the system
+ * timestamps of PTP_SYS_OFFSET_EXTENDED around the same read.
  */
-// @series-if ptp
 static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 				struct ptp_system_timestamp *sts)
-// @series-else
-static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r)
-// @series-endif
 {
+	u32 sec_lo, sec_hi;
 	u64 sec, usec;
 	int err;
 
+	lockdep_assert_held(&vi->lock);
+
+	if (!vi->ready)
+		return -ENODEV;
+
 	r->before_ns = ktime_get_real_ns();
-// @series-if ptp
 	ptp_read_system_prets(sts);
-	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
+	sec_lo = virtio_cread32(vi->vdev, VMMCI_CONFIG_TIME_SEC);
 	ptp_read_system_postts(sts);
-// @series-else
-	sec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_SEC);
-// @series-endif
 	r->after_ns = ktime_get_real_ns();
+	sec_hi = virtio_cread32(vi->vdev, VMMCI_CONFIG_TIME_SEC + 4);
 	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
+	sec = (u64)sec_hi << 32 | sec_lo;
 
 	err = vmmci_host_time_ns(sec, usec, &r->host_ns);
 	if (err)
@@ -330,17 +291,9 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 	struct vmmci_reading first, second;
 	int err;
 
-	lockdep_assert_held(&vi->lock);
-
-// @series-if ptp
 	err = vmmci_read_host_time(vi, &first, NULL);
 	if (!err)
 		err = vmmci_read_host_time(vi, &second, NULL);
-// @series-else
-	err = vmmci_read_host_time(vi, &first);
-	if (!err)
-		err = vmmci_read_host_time(vi, &second);
-// @series-endif
 	if (err)
 		return err;
 
@@ -356,22 +309,25 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 	return err;
 }
 
-static void vmmci_measure_drift(struct vmmci *vi)
+static int vmmci_measure_drift(struct vmmci *vi)
 {
 	struct vmmci_sample s;
+	int err;
 
 	lockdep_assert_held(&vi->lock);
 
-	vi->drift_valid = !vmmci_sample(vi, &s);
-	if (vi->drift_valid)
-		vmmci_drift(&s, &vi->drift_ns, &vi->drift_uncertainty_ns);
+	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
+		return -ENODATA;
+	err = vmmci_sample(vi, &s);
+	vi->drift_valid = !err;
+	if (err)
+		return err == -ENODEV ? err : -ENODATA;
+	vmmci_drift(&s, &vi->drift_ns, &vi->drift_uncertainty_ns);
+	return 0;
 }
 
-/*
- * Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC.
- * Returns true if the clock was stepped.
- */
-static bool vmmci_sync_clock(struct vmmci *vi)
+/* Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC */
+static void vmmci_sync_clock(struct vmmci *vi)
 {
 	struct vmmci_sample s;
 	struct timespec64 ts;
@@ -383,15 +339,10 @@ static bool vmmci_sync_clock(struct vmmci *vi)
 	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC)) {
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "host asked for a clock sync without offering its time\n");
-		return false;
-	}
-	if (vi->confidential) {
-		dev_warn_ratelimited(&vi->vdev->dev,
-				     "not stepping the clock: a confidential guest does not take its time from the host\n");
-		return false;
+		return;
 	}
 	if (vmmci_sample(vi, &s))
-		return false;
+		return;
 
 	offset = s.host_ns - s.guest_ns;
 	err = vmmci_step_target(ktime_get_real_ns(), offset, &ts);
@@ -401,15 +352,13 @@ static bool vmmci_sync_clock(struct vmmci *vi)
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "cannot step the clock by %lld ns: %d\n",
 				     offset, err);
-		return false;
+		return;
 	}
 
 	vi->last_sync_offset_ns = offset;
 	vi->sync_count++;
-	vmmci_measure_drift(vi);
 	dev_info_ratelimited(&vi->vdev->dev,
 			     "clock stepped by %lld ns to host time\n", offset);
-	return true;
 }
 
 static void vmmci_stop(struct vmmci *vi, u32 cmd)
@@ -424,8 +373,7 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 	}
 }
 
-/* Returns true if the clock was stepped */
-static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
+static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 {
 	enum vmmci_action action;
 
@@ -454,7 +402,8 @@ static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 				     "host repeated its request, already stopping\n");
 		break;
 	case VMMCI_ACT_SYNC:
-		return vmmci_sync_clock(vi);
+		vmmci_sync_clock(vi);
+		break;
 	case VMMCI_ACT_SKIP_SYNC:
 		dev_info_ratelimited(&vi->vdev->dev,
 				     "ignoring a clock sync while stopping\n");
@@ -464,67 +413,17 @@ static bool vmmci_handle_command(struct vmmci *vi, u32 cmd)
 				     "ignoring unknown host command %u\n", cmd);
 		break;
 	}
-	return false;
 }
 
-// @series-if uevent
-/*
- * Tell user space (chrony, monitoring, systemd units) that the clock was
- * stepped, and by how much.
- */
-static void vmmci_uevent_step(struct vmmci *vi, s64 offset_ns)
-{
-	char offset[40];
-	char *envp[3];
-
-	snprintf(offset, sizeof(offset), "VMMCI_OFFSET_NS=%lld", offset_ns);
-	envp[0] = "VMMCI_EVENT=clock-step";
-	envp[1] = offset;
-	envp[2] = NULL;
-	kobject_uevent_env(&vi->vdev->dev.kobj, KOBJ_CHANGE, envp);
-}
-
-// @series-endif
 static void vmmci_cmd_work(struct work_struct *work)
 {
 	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
-	bool stepped;
-// @series-if uevent
-	s64 offset_ns;
-// @series-endif
-	u32 cmd;
 
 	mutex_lock(&vi->lock);
-	vmmci_keep_driver_ok(vi);
-	cmd = virtio_cread32(vi->vdev, VMMCI_CONFIG_COMMAND);
-	stepped = vmmci_handle_command(vi, cmd);
-// @series-if uevent
-	offset_ns = vi->last_sync_offset_ns;
-// @series-endif
+	if (vi->ready)
+		vmmci_handle_command(vi, virtio_cread32(vi->vdev,
+							VMMCI_CONFIG_COMMAND));
 	mutex_unlock(&vi->lock);
-
-	if (stepped) {
-		sysfs_notify(&vi->vdev->dev.kobj, NULL, "last_sync_offset_ns");
-		sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
-// @series-if uevent
-		vmmci_uevent_step(vi, offset_ns);
-// @series-endif
-	}
-}
-
-static void vmmci_drift_work(struct work_struct *work)
-{
-	struct vmmci *vi = container_of(to_delayed_work(work), struct vmmci,
-					drift_work);
-
-	mutex_lock(&vi->lock);
-	vmmci_keep_driver_ok(vi);
-	vmmci_measure_drift(vi);
-	mutex_unlock(&vi->lock);
-	sysfs_notify(&vi->vdev->dev.kobj, NULL, "drift_ns");
-
-	queue_delayed_work(system_power_efficient_wq, &vi->drift_work,
-			   round_jiffies_relative(drift_interval_sec * HZ));
 }
 
 static void vmmci_config_changed(struct virtio_device *vdev)
@@ -536,26 +435,41 @@ static void vmmci_config_changed(struct virtio_device *vdev)
 }
 
 /*
- * vmd guests have no ACPI: vmd sees a guest reset, but not a power-off,
- * which Linux then turns into a halt.  Tell vmd with SHUTDOWN that the
- * guest is going down for good, and it ends the VM three seconds later.
- * Not on reboot: vmd restarts a VM that resets, or ends it after a stop.
+ * Power-off.  vmd guests have no ACPI: a power-off only halts the CPUs,
+ * which vmd does not see, and the VM stays until its owner kills it.
+ * The notice, SHUTDOWN written with no request pending, makes vmd end
+ * the VM three seconds later.  It is sent once every device has been
+ * shut down (ours reset), where no more disk writes can come; the
+ * notice does not need the device set up.
  */
-static int vmmci_reboot_notify(struct notifier_block *nb, unsigned long action,
-			       void *unused)
+static int vmmci_power_off_prepare(struct sys_off_data *data)
 {
-	struct vmmci *vi = container_of(nb, struct vmmci, reboot_nb);
+	struct vmmci *vi = data->cb_data;
 
-	if (action == SYS_RESTART || !vmmci_has_ack(vi))
-		return NOTIFY_DONE;
-
-	mutex_lock(&vi->lock);
-	virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, VMMCI_SHUTDOWN);
-	mutex_unlock(&vi->lock);
+	if (vmmci_has_ack(vi))
+		virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, VMMCI_SHUTDOWN);
 	return NOTIFY_DONE;
 }
 
-// @series-if ptp
+/*
+ * The power-off handler of last resort, which also makes the kernel take
+ * the power-off path that runs the one above.  If it returned, the reboot
+ * syscall would go on to exit init; so if vmd did not end the VM (it
+ * ignores the notice while a host request is pending), halt as Linux
+ * does without a power-off handler.
+ */
+static int vmmci_power_off(struct sys_off_data *data)
+{
+	struct vmmci *vi = data->cb_data;
+
+	mdelay(VMMCI_POWER_OFF_WAIT_MS);
+	dev_emerg(&vi->vdev->dev, "host did not end the VM, halting\n");
+	local_irq_disable();
+	for (;;)
+		halt();
+	return NOTIFY_DONE;
+}
+
 /*
  * PTP clock: the host's wall clock, for "refclock PHC" in chrony.  It
  * cannot be set or steered.
@@ -631,8 +545,7 @@ static void vmmci_register_ptp(struct vmmci *vi)
 	vi->ptp = ptp;
 }
 
-// @series-endif
-/* sysfs */
+/* sysfs: the drift, measured when it is read */
 
 static struct vmmci *dev_to_vmmci(struct device *dev)
 {
@@ -643,80 +556,56 @@ static ssize_t drift_ns_show(struct device *dev, struct device_attribute *attr,
 			     char *buf)
 {
 	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret = -ENODATA;
+	ssize_t ret;
 
 	mutex_lock(&vi->lock);
-	if (vi->drift_valid)
+	ret = vmmci_measure_drift(vi);
+	if (!ret)
 		ret = sysfs_emit(buf, "%lld\n", vi->drift_ns);
 	mutex_unlock(&vi->lock);
 	return ret;
 }
 static DEVICE_ATTR_RO(drift_ns);
 
+/* The bound of the last drift_ns read, or of a new measurement */
 static ssize_t drift_uncertainty_ns_show(struct device *dev,
 					 struct device_attribute *attr,
 					 char *buf)
 {
 	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret = -ENODATA;
+	ssize_t ret = 0;
 
 	mutex_lock(&vi->lock);
-	if (vi->drift_valid)
+	if (!vi->drift_valid)
+		ret = vmmci_measure_drift(vi);
+	if (!ret)
 		ret = sysfs_emit(buf, "%llu\n", vi->drift_uncertainty_ns);
 	mutex_unlock(&vi->lock);
 	return ret;
 }
 static DEVICE_ATTR_RO(drift_uncertainty_ns);
 
-static ssize_t last_sync_offset_ns_show(struct device *dev,
-					struct device_attribute *attr,
-					char *buf)
-{
-	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret;
-
-	mutex_lock(&vi->lock);
-	ret = sysfs_emit(buf, "%lld\n", vi->last_sync_offset_ns);
-	mutex_unlock(&vi->lock);
-	return ret;
-}
-static DEVICE_ATTR_RO(last_sync_offset_ns);
-
-static ssize_t sync_count_show(struct device *dev,
-			       struct device_attribute *attr, char *buf)
-{
-	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret;
-
-	mutex_lock(&vi->lock);
-	ret = sysfs_emit(buf, "%llu\n", vi->sync_count);
-	mutex_unlock(&vi->lock);
-	return ret;
-}
-static DEVICE_ATTR_RO(sync_count);
-
-static ssize_t last_command_show(struct device *dev,
-				 struct device_attribute *attr, char *buf)
-{
-	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret;
-
-	mutex_lock(&vi->lock);
-	ret = sysfs_emit(buf, "%u\n", vi->cmd.last_request);
-	mutex_unlock(&vi->lock);
-	return ret;
-}
-static DEVICE_ATTR_RO(last_command);
-
 static struct attribute *vmmci_attrs[] = {
 	&dev_attr_drift_ns.attr,
 	&dev_attr_drift_uncertainty_ns.attr,
-	&dev_attr_last_sync_offset_ns.attr,
-	&dev_attr_sync_count.attr,
-	&dev_attr_last_command.attr,
 	NULL
 };
 ATTRIBUTE_GROUPS(vmmci);
+
+/* debugfs: what the driver did, for debugging and tests */
+
+static int vmmci_state_show(struct seq_file *m, void *unused)
+{
+	struct vmmci *vi = m->private;
+
+	mutex_lock(&vi->lock);
+	seq_printf(m, "last_command: %u\n", vi->cmd.last_request);
+	seq_printf(m, "sync_count: %llu\n", vi->sync_count);
+	seq_printf(m, "last_sync_offset_ns: %lld\n", vi->last_sync_offset_ns);
+	mutex_unlock(&vi->lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(vmmci_state);
 
 /* probe and remove */
 
@@ -731,21 +620,40 @@ static int vmmci_start(struct vmmci *vi)
 
 	/* Without DRIVER_OK, vmd turns "vmctl stop" into a hard power-off */
 	virtio_device_ready(vi->vdev);
+	mutex_lock(&vi->lock);
+	vi->ready = true;
+	mutex_unlock(&vi->lock);
 
 	/* A command raised before we were ready raises no interrupt */
 	schedule_work(&vi->cmd_work);
-	if (virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
-		queue_delayed_work(system_power_efficient_wq,
-				   &vi->drift_work, 0);
 	return 0;
+}
+
+/* After this no work item touches the device */
+static void vmmci_quiesce(struct vmmci *vi)
+{
+	mutex_lock(&vi->lock);
+	vi->ready = false;
+	mutex_unlock(&vi->lock);
+	cancel_work_sync(&vi->cmd_work);
 }
 
 static void vmmci_halt(struct vmmci *vi)
 {
-	cancel_work_sync(&vi->cmd_work);
-	cancel_delayed_work_sync(&vi->drift_work);
+	vmmci_quiesce(vi);
 	virtio_reset_device(vi->vdev);
 	vi->vdev->config->del_vqs(vi->vdev);
+}
+
+/*
+ * The core's shutdown resets the device, after which vmd drops the
+ * guest's DRIVER_OK; stop the work items first, so that none runs on a
+ * reset device.
+ */
+static void vmmci_shutdown(struct virtio_device *vdev)
+{
+	vmmci_quiesce(vdev->priv);
+	virtio_device_shutdown(vdev);
 }
 
 static int vmmci_probe(struct virtio_device *vdev)
@@ -763,31 +671,38 @@ static int vmmci_probe(struct virtio_device *vdev)
 		return -ENOMEM;
 
 	vi->vdev = vdev;
-	vi->confidential = cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT);
 	vdev->priv = vi;
 	mutex_init(&vi->lock);
 	INIT_WORK(&vi->cmd_work, vmmci_cmd_work);
-	INIT_DELAYED_WORK(&vi->drift_work, vmmci_drift_work);
 
-	vi->reboot_nb.notifier_call = vmmci_reboot_notify;
-	err = devm_register_reboot_notifier(&vdev->dev, &vi->reboot_nb);
-	if (err)
-		return err;
+	/* The notice is an extra: without it the guest still halts */
+	if (vmmci_has_ack(vi)) {
+		err = devm_register_sys_off_handler(&vdev->dev,
+						    SYS_OFF_MODE_POWER_OFF_PREPARE,
+						    SYS_OFF_PRIO_LOW,
+						    vmmci_power_off_prepare, vi);
+		if (!err)
+			err = devm_register_sys_off_handler(&vdev->dev,
+							    SYS_OFF_MODE_POWER_OFF,
+							    SYS_OFF_PRIO_LOW,
+							    vmmci_power_off, vi);
+		if (err)
+			dev_warn(&vdev->dev, "no power-off notice: %pe\n",
+				 ERR_PTR(err));
+	}
 
 	err = vmmci_start(vi);
 	if (err)
 		return err;
-// @series-if ptp
 	vmmci_register_ptp(vi);
-// @series-endif
+	vi->debugfs = debugfs_create_dir(dev_name(&vdev->dev),
+					 vmmci_debugfs_root);
+	debugfs_create_file("state", 0400, vi->debugfs, vi, &vmmci_state_fops);
 
 	dev_info(&vdev->dev, "vmd control interface, features:%s%s%s\n",
 		 virtio_has_feature(vdev, VMMCI_F_ACK) ? " ack" : "",
 		 virtio_has_feature(vdev, VMMCI_F_TIMESYNC) ? " timesync" : "",
 		 virtio_has_feature(vdev, VMMCI_F_SYNCRTC) ? " syncrtc" : "");
-	if (vi->confidential)
-		dev_info(&vdev->dev,
-			 "confidential guest: the clock is not stepped to host time\n");
 	return 0;
 }
 
@@ -795,10 +710,9 @@ static void vmmci_remove(struct virtio_device *vdev)
 {
 	struct vmmci *vi = vdev->priv;
 
-// @series-if ptp
+	debugfs_remove(vi->debugfs);
 	if (vi->ptp)
 		ptp_clock_unregister(vi->ptp);
-// @series-endif
 	vmmci_halt(vi);
 }
 
@@ -833,13 +747,32 @@ static struct virtio_driver vmmci_driver = {
 	.feature_table_size	= ARRAY_SIZE(vmmci_features),
 	.probe			= vmmci_probe,
 	.remove			= vmmci_remove,
+	.shutdown		= vmmci_shutdown,
 	.config_changed		= vmmci_config_changed,
 #ifdef CONFIG_PM_SLEEP
 	.freeze			= vmmci_freeze,
 	.restore		= vmmci_restore,
 #endif
 };
-module_virtio_driver(vmmci_driver);
+
+static int __init vmmci_init(void)
+{
+	int err;
+
+	vmmci_debugfs_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
+	err = register_virtio_driver(&vmmci_driver);
+	if (err)
+		debugfs_remove(vmmci_debugfs_root);
+	return err;
+}
+module_init(vmmci_init);
+
+static void __exit vmmci_exit(void)
+{
+	unregister_virtio_driver(&vmmci_driver);
+	debugfs_remove(vmmci_debugfs_root);
+}
+module_exit(vmmci_exit);
 
 MODULE_DESCRIPTION("OpenBSD vmd VMM control interface driver");
 MODULE_LICENSE("GPL");
