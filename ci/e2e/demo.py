@@ -6,8 +6,8 @@ through what a vmd user sees: the driver bound, the clock drift in sysfs,
 a host clock jump fixed by SYNCRTC, and "vmctl stop" shutting the guest
 down cleanly with its data on disk.
 
-The first run builds everything (10 to 15 minutes on 2 cores); later runs
-reuse the cache and take under a minute (40 s on the 2-core CI machine).
+The first run fetches and builds everything into the cache; later runs
+reuse it and only boot the guest.
 """
 
 import argparse
