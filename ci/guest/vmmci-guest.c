@@ -4,6 +4,10 @@
  * port I/O.  Built static and put into the initramfs.
  *
  *   vmmci-guest now            print CLOCK_REALTIME as SECONDS.NANOSECONDS
+ *   vmmci-guest now-loop N     print "now-loop ready", then for each of N
+ *                              lines read, CLOCK_REALTIME as
+ *                              "T SECONDS.NANOSECONDS": the host times
+ *                              the round trip with no fork or exec in it
  *   vmmci-guest set-offset NS  move CLOCK_REALTIME by NS nanoseconds
  *   vmmci-guest probe [N]      guest minus host time, read from the vmmci
  *                              device's registers (not through its driver),
@@ -123,6 +127,22 @@ static unsigned long open_device(void)
 		exit(1);
 	}
 	return bar;
+}
+
+static int cmd_now_loop(int n)
+{
+	char line[16];
+
+	printf("now-loop ready\n");
+	fflush(stdout);
+	for (int i = 0; i < n && fgets(line, sizeof(line), stdin); i++) {
+		int64_t t = now_ns();
+
+		printf("T %lld.%09lld\n", (long long)(t / NSEC_PER_SEC),
+		       (long long)(t % NSEC_PER_SEC));
+		fflush(stdout);
+	}
+	return 0;
 }
 
 static int cmd_probe(int n)
@@ -246,7 +266,7 @@ static int cmd_set_offset(long long delta)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: vmmci-guest now | set-offset NS | probe [N] | "
+	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | probe [N] | "
 		"drift-read N | phc-read DEV N\n");
 	return 2;
 }
@@ -260,6 +280,8 @@ int main(int argc, char **argv)
 		       (long long)(t % NSEC_PER_SEC));
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "now-loop"))
+		return cmd_now_loop(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "set-offset"))
 		return cmd_set_offset(atoll(argv[2]));
 	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
