@@ -92,10 +92,13 @@ def need_pkgs(*pkgs):
     run([os.path.join(TOP, 'scripts', 'setup')] + list(pkgs))
 
 
-# What running a guest needs on the host besides QEMU itself: QEMU's
-# firmware, and the tools the initramfs (busybox, the static guest tool),
-# the disk images and the unpacked Debian kernels are made with.
-GUEST_HOST_PKGS = ('seabios', 'qemu-system-data', 'busybox-static', 'cpio',
+# What running a guest needs on the host: the libraries and firmware of
+# the QEMU that scripts/build-qemu builds (the binary may come from a cache
+# built elsewhere, e.g. outside a chroot), and the tools the initramfs
+# (busybox, the static guest tool), the disk images and the unpacked
+# Debian kernels are made with.
+GUEST_HOST_PKGS = ('libglib2.0-0', 'libpixman-1-0', 'libfdt1', 'zlib1g',
+                   'seabios', 'qemu-system-data', 'busybox-static', 'cpio',
                    'gcc', 'libc6-dev', 'e2fsprogs', 'kmod')
 
 
