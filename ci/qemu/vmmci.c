@@ -339,6 +339,9 @@ struct VMMCIState {
     uint32_t short_timeout_ms;
     uint32_t long_timeout_ms;
     uint32_t unmatched_read;
+    /* Test-only: a device vmd never makes, for a transport's checks */
+    bool bar_mmio;
+    bool intx;
 
     /* Stop handling (M14). */
     bool stop_pending;
@@ -511,10 +514,18 @@ static void vmmci_shutdown_notify(Notifier *n, void *data)
 
 /* ---- host -> guest (vmd vmmci_ctl) -------------------------------------- */
 
+/* INTx, if the device has an interrupt pin (property "intx") */
+static void vmmci_set_irq(VMMCIState *s, int level)
+{
+    if (s->intx) {
+        pci_set_irq(PCI_DEVICE(s), level);
+    }
+}
+
 static void vmmci_raise_quiet(VMMCIState *s)
 {
     s->isr = VMMCI_ISR_CONFIG_CHANGE;
-    pci_set_irq(PCI_DEVICE(s), 1);
+    vmmci_set_irq(s, 1);
     s->raise_count++;
     s->raise_cmd = s->cmd;
     s->raise_time_ns = vmmci_realtime_ns();
@@ -689,7 +700,7 @@ static uint64_t vmmci_bar_read(void *opaque, hwaddr addr, unsigned size)
     case VMMCI_REG_ISR:
         val = s->isr;
         s->isr = 0;
-        pci_set_irq(PCI_DEVICE(s), 0);
+        vmmci_set_irq(s, 0);
         break;
     case VMMCI_REG_COMMAND:
         val = s->cmd;
@@ -1395,7 +1406,7 @@ static void vmmci_reset(DeviceState *dev)
     s->latch_sec_hi = 0;
     s->latch_usec_hi = 0;
     vmmci_storm_stop(s);
-    pci_set_irq(PCI_DEVICE(s), 0);
+    vmmci_set_irq(s, 0);
     timer_del(s->cmd_timer);
     vmmci_clear_stop_pending(s);
     vmmci_tick_restart(s);
@@ -1405,11 +1416,13 @@ static void vmmci_realize(PCIDevice *pdev, Error **errp)
 {
     VMMCIState *s = VMMCI(pdev);
 
-    pdev->config[PCI_INTERRUPT_PIN] = 1; /* INTA# */
+    pdev->config[PCI_INTERRUPT_PIN] = s->intx ? 1 : 0; /* INTA# */
 
     memory_region_init_io(&s->bar, OBJECT(s), &vmmci_bar_ops, s,
                           "vmmci-bar0", VMMCI_BAR_SIZE);
-    pci_register_bar(pdev, 0, PCI_BASE_ADDRESS_SPACE_IO, &s->bar);
+    pci_register_bar(pdev, 0, s->bar_mmio ? PCI_BASE_ADDRESS_SPACE_MEMORY
+                                          : PCI_BASE_ADDRESS_SPACE_IO,
+                     &s->bar);
 
     s->cmd_timer = timer_new_ns(QEMU_CLOCK_REALTIME, vmmci_cmd_timeout, s);
     s->tick_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, vmmci_tick, s);
@@ -1557,6 +1570,8 @@ static Property vmmci_properties[] = {
                        120000),
     DEFINE_PROP_UINT32("unmatched-read", VMMCIState, unmatched_read,
                        0xffffffff),
+    DEFINE_PROP_BOOL("bar-mmio", VMMCIState, bar_mmio, false),
+    DEFINE_PROP_BOOL("intx", VMMCIState, intx, true),
     DEFINE_PROP_END_OF_LIST(),
 };
 
