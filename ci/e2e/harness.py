@@ -9,6 +9,7 @@ kernel console log, the shell transcript and QEMU's stderr.
 """
 
 import functools
+import glob
 import json
 import os
 import re
@@ -35,6 +36,20 @@ SPLAT = re.compile(
     r'possible recursive locking|ODEBUG|Oops|general protection fault|'
     r'Kernel panic|kmemleak: \d+ new suspected|blocked for more than|'
     r'lockdep is turned off')
+
+
+def conf():
+    """scripts/vmmci.conf: the settings shared by the scripts."""
+    values = {}
+    with open(os.path.join(TOP, 'scripts', 'vmmci.conf')) as f:
+        for line in f:
+            m = re.match(r'^([A-Z_]+)="(.*)"$', line.strip())
+            if m:
+                values[m.group(1)] = m.group(2)
+    return values
+
+
+CONF = conf()
 
 
 def say(msg):
@@ -81,10 +96,12 @@ class Results:
 class Kernel:
     """A built guest kernel: bzImage and the initramfs that goes with it."""
 
-    def __init__(self, name, bzimage, initramfs):
+    def __init__(self, name, bzimage, initramfs, build_dir=None):
         self.name = name
         self.bzimage = bzimage
         self.initramfs = initramfs
+        # Where it was built (for out-of-tree modules), if here
+        self.build_dir = build_dir
 
 
 def need_pkgs(*pkgs):
@@ -240,21 +257,99 @@ def build_kernel(name, base, upto, configs):
     make_initramfs(os.path.join(dest, 'initramfs.cpio.gz'),
                    modules_install if modular else None)
     return Kernel(name, os.path.join(dest, 'bzImage'),
-                  os.path.join(dest, 'initramfs.cpio.gz'))
+                  os.path.join(dest, 'initramfs.cpio.gz'), build_dir)
+
+
+def with_module(kernel, source, name):
+    """kernel, with the out-of-tree module built from the C file source
+    against its build directory (W=1) as /lib/modules/extra/<module>.ko
+    in its initramfs: a second cpio archive appended to it, which the
+    kernel unpacks over the first.  Fails if the build warns."""
+    dest = os.path.join(CACHE, 'e2e', name)
+    src = os.path.join(dest, 'src')
+    shutil.rmtree(dest, ignore_errors=True)
+    os.makedirs(src)
+    shutil.copy(source, src)
+    mod = os.path.splitext(os.path.basename(source))[0]
+    with open(os.path.join(src, 'Kbuild'), 'w') as f:
+        f.write('obj-m := %s.o\n' % mod)
+    res = subprocess.run(['make', '-C', kernel.build_dir, 'M=' + src, 'W=1',
+                          'modules'], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    if res.returncode or re.search(r'(warning|error):', res.stdout):
+        raise RuntimeError('building %s:\n%s' % (source, res.stdout[-3000:]))
+    stage = os.path.join(dest, 'stage')
+    os.makedirs(os.path.join(stage, 'lib', 'modules', 'extra'))
+    shutil.copy(os.path.join(src, mod + '.ko'),
+                os.path.join(stage, 'lib', 'modules', 'extra'))
+    initramfs = os.path.join(dest, 'initramfs.cpio.gz')
+    shutil.copy(kernel.initramfs, initramfs)
+    listing = run(['find', 'lib', '-mindepth', '1'], cwd=stage)
+    with open(initramfs, 'ab') as out:
+        cpio = subprocess.run(['cpio', '-o', '-H', 'newc', '--quiet'],
+                              cwd=stage, input=listing.encode(),
+                              stdout=subprocess.PIPE, check=True)
+        out.write(subprocess.run(['gzip', '-1'], input=cpio.stdout,
+                                 stdout=subprocess.PIPE,
+                                 check=True).stdout)
+    return Kernel(name, kernel.bzimage, initramfs, kernel.build_dir)
+
+
+def chroot(release, cmd, install=()):
+    """Run cmd in scripts/chroot's Debian release, which sees this
+    repository at /vmmci and the cache at /cache; return its output."""
+    args = [os.path.join(TOP, 'scripts', 'chroot'), release]
+    if install:
+        args += ['--install'] + list(install)
+    return run(args + ['--'] + list(cmd))
+
+
+def kernel_release_apt(kver):
+    """Where linux-image-KVER comes from: None for this machine's apt
+    sources, else the next Debian release (DEBIAN_NEXT, with its
+    backports), whose chroot fetches it."""
+    res = subprocess.run(['apt-cache', 'show', 'linux-image-' + kver],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return None if res.returncode == 0 else CONF['DEBIAN_NEXT']
+
+
+def in_chroot_cache(path):
+    """The path under CACHE as a chroot (scripts/chroot) sees it."""
+    return '/cache/' + os.path.relpath(path, CACHE)
+
+
+def apt_download(pkgs, dest, release=None):
+    """apt-get download the packages into dest, from this machine's apt
+    sources or, given a release, from its chroot's."""
+    if release:
+        chroot(release, ['sh', '-c', 'cd %s && apt-get download %s' %
+                         (in_chroot_cache(dest), ' '.join(pkgs))])
+    else:
+        run(['apt-get', 'download'] + list(pkgs), cwd=dest)
 
 
 def debian_image(kver):
     """Debian's own linux-image-KVER package, unpacked (not installed)
-    under the cache: the directory holding its boot/ and lib/modules/."""
+    under the cache: the directory holding its boot/ and lib/modules/.
+    Newer kernels' linux-image is a metapackage: the kernel, its modules
+    and the lists of built-in ones are in linux-binary-KVER,
+    linux-modules-KVER and linux-base-KVER, unpacked with it."""
     root = os.path.join(CACHE, 'debian-images', kver)
     done = os.path.join(root, 'unpacked')
     if not os.path.isdir(done):
         say('fetching linux-image-%s' % kver)
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
-        run(['apt-get', 'download', 'linux-image-' + kver], cwd=root)
-        deb = [f for f in os.listdir(root) if f.endswith('.deb')][0]
-        run(['dpkg-deb', '-x', os.path.join(root, deb), done + '.tmp'])
+        release = kernel_release_apt(kver)
+        apt_download(['linux-image-' + kver], root, release)
+        image = glob.glob(os.path.join(root, '*.deb'))[0]
+        depends = run(['dpkg-deb', '-f', image, 'Depends'])
+        parts = sorted(set(re.findall(r'\b(linux-(?:base|binary|modules)-%s)\b'
+                                      % re.escape(kver), depends)))
+        if parts:
+            apt_download(parts, root, release)
+        for deb in sorted(glob.glob(os.path.join(root, '*.deb'))):
+            run(['dpkg-deb', '-x', deb, done + '.tmp'])
         # Newer images keep their modules in /usr/lib only
         lib = os.path.join(done + '.tmp', 'lib')
         if not os.path.exists(os.path.join(lib, 'modules')):
@@ -263,6 +358,22 @@ def debian_image(kver):
         run(['depmod', '-b', done + '.tmp', kver])
         os.rename(done + '.tmp', done)
     return done
+
+
+def dkms_modules(kver):
+    """scripts/dkms build for Debian's kernel KVER, with the dkms and the
+    headers of the Debian release that has it (in its chroot if that is
+    not this machine's): the .ko files, in CACHE/dkms-modules/KVER."""
+    out = os.path.join(CACHE, 'dkms-modules', kver)
+    shutil.rmtree(out, ignore_errors=True)
+    release = kernel_release_apt(kver)
+    if release:
+        chroot(release, ['/vmmci/scripts/dkms', 'build', kver,
+                         in_chroot_cache(out)],
+               install=('linux-headers-' + kver, 'dkms'))
+    else:
+        run([os.path.join(TOP, 'scripts', 'dkms'), 'build', kver, out])
+    return sorted(glob.glob(os.path.join(out, '*.ko')))
 
 
 def _copy_module(src, dest):
@@ -306,7 +417,10 @@ def distro_kernel(name, kver, extra_modules, wanted):
             shutil.copy(ko, updates)
         run(['depmod', '-b', stage, kver])
 
-    shutil.copy(os.path.join(root, 'boot', 'vmlinuz-' + kver),
+    vmlinuz = os.path.join(root, 'boot', 'vmlinuz-' + kver)
+    if not os.path.exists(vmlinuz):     # newer images
+        vmlinuz = os.path.join(root, 'lib', 'modules', kver, 'vmlinuz')
+    shutil.copy(vmlinuz,
                 os.path.join(dest, 'bzImage'))
     make_initramfs(os.path.join(dest, 'initramfs.cpio.gz'), add_modules)
     return Kernel(name, os.path.join(dest, 'bzImage'),
@@ -315,6 +429,7 @@ def distro_kernel(name, kver, extra_modules, wanted):
 
 def make_disk(path, size_mb=64):
     """A small, empty ext4 image for the guest's virtio-blk disk."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.exists(path):
         os.remove(path)
     with open(path, 'wb') as f:

@@ -30,11 +30,16 @@ SYNC_BOUND_NS = 100 * 1000000
 ATTRS = ('drift_ns', 'drift_uncertainty_ns')
 
 
-# What a Debian kernel's initramfs holds besides our modules: virtio_pci
-# and the disk (its own virtio_pci stays, overridden from updates/)
+# What a Debian kernel's initramfs holds besides our modules: its own
+# virtio_pci and what the disk needs (built in on newer kernels)
 DISTRO_MODULES = ('virtio_pci', 'virtio_blk', 'ext4')
 # The scenarios run on a distribution kernel with the DKMS modules
-DISTRO_SCENARIOS = ('probe-distro', 'stop', 'syncrtc', 'drift')
+DISTRO_SCENARIOS = ('probe-distro', 'stop', 'syncrtc', 'drift',
+                    'guest-poweroff', 'reload-distro', 'bad-device')
+# ... of which these need the DKMS package's modules
+DISTRO_ONLY = ('probe-distro', 'reload-distro', 'bad-device')
+# rmmod/modprobe cycles of both DKMS modules
+RELOADS_DISTRO = 20
 
 
 class Suite:
@@ -118,13 +123,16 @@ class Suite:
             ('faults-commands', self.faults_commands),
             ('faults-stop-race', self.faults_stop_race),
             ('reload-under-fire', self.reload_under_fire),
+            ('reload-distro', self.reload_distro),
+            ('bad-device', self.bad_device),
+            ('transport-debug', self.transport_debug),
             ('soak', self.soak),
             ('ptp-clock', self.ptp_clock),
             ('ptp-chrony', self.ptp_chrony),
         ]
         if not only:
             only = DISTRO_SCENARIOS if self.distro else \
-                [n for n, _ in scenarios if n not in DISTRO_SCENARIOS[:1]]
+                [n for n, _ in scenarios if n not in DISTRO_ONLY]
         for name, fn in scenarios:
             if name not in only:
                 continue
@@ -285,20 +293,38 @@ class Suite:
                    drv == 'virtio_vmmci', drv)
         self.finish(name, g)
 
+    def pci_driver(self, g):
+        """The PCI driver bound to vmd's device (vendor 0x0b5d), or ''."""
+        return g.sh('for d in /sys/bus/pci/devices/*; do '
+                    'if [ "$(cat $d/vendor)" = 0x0b5d ] && [ -e $d/driver ]; '
+                    'then basename $(readlink $d/driver); fi; done')
+
     def probe_distro(self, name):
-        """A distribution kernel with the DKMS modules: ours are the ones
-        loaded, the device works, the kernel says it is tainted, and the
-        kernel's own virtio_pci no longer loads (MODVERSIONS)."""
-        g = self.boot(name)
+        """A distribution kernel with the DKMS modules: the package's
+        transport binds vmd's device, the driver binds the virtio device
+        it registers, both autoloaded by modalias; the kernel's own
+        virtio_pci, untouched, drives the disk."""
+        g, disk = self.boot_with_disk(name)
+        self.check('%s: vmd\'s PCI device bound to vmmci_pci' % name,
+                   self.pci_driver(g) == 'vmmci_pci', self.pci_driver(g))
         dev, drv = self.bound_driver(g)
-        self.check('%s: %s bound to virtio_vmmci, autoloaded' % (name, dev),
+        self.check('%s: %s bound to virtio_vmmci' % (name, dev),
                    drv == 'virtio_vmmci', drv)
+        # The guest's init loads what the modaliases ask for, as udev does
+        # at coldplug: nothing named the two modules
+        mods = g.sh('cat /proc/modules')
+        self.check('%s: vmmci_pci and virtio_vmmci autoloaded by modalias'
+                   % name, re.search(r'^vmmci_pci ', mods, re.M) and
+                   re.search(r'^virtio_vmmci ', mods, re.M), mods)
         dep = g.sh('cat /lib/modules/$(uname -r)/modules.dep')
-        ours = ('virtio_pci_legacy_dev', 'virtio_pci', 'virtio_vmmci')
-        self.check('%s: modules.dep takes %s from updates/dkms' %
-                   (name, ', '.join(ours)),
-                   all(re.search(r'^updates/dkms/%s\.ko:' % m, dep, re.M)
-                       for m in ours), dep)
+        ours = re.findall(r'^updates/dkms/(\w+)\.ko', dep, re.M)
+        self.check('%s: modules.dep: updates/dkms holds vmmci_pci and '
+                   'virtio_vmmci only (%s)' % (name, ', '.join(ours)),
+                   sorted(ours) == ['virtio_vmmci', 'vmmci_pci'], dep)
+        disk_drv = g.sh('basename $(readlink '
+                        '/sys/block/vda/device/../driver)')
+        self.check('%s: the disk is on the kernel\'s own virtio_pci (%s)' %
+                   (name, disk_drv), disk_drv == 'virtio-pci', disk_drv)
         feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
         self.check('%s: features as offered (TIMESYNC ACK SYNCRTC)' % name,
                    feats.startswith('111') and g.get('driver-ok'), feats)
@@ -312,20 +338,115 @@ class Suite:
         self.check('%s: kernel tainted O and E, as documented (%d)' %
                    (name, taint), taint & (1 << 12) and taint & (1 << 13),
                    g.sh('dmesg | grep -i taint'))
-        # The kernel's own virtio_pci was built against the unpatched
-        # virtio_pci_legacy_dev: its symbol versions no longer match.
-        stock = '/lib/modules/$(uname -r)/kernel/drivers/virtio/virtio_pci.ko'
-        g.sh('rmmod virtio_vmmci virtio_pci')
-        out = g.sh('insmod %s; echo rc=$?; dmesg | tail -n 5' % stock)
-        self.check('%s: the kernel\'s own virtio_pci.ko refused: symbol '
-                   'versions differ' % name,
-                   'rc=0' not in out and
-                   'disagrees about version of symbol vp_legacy' in out, out)
-        g.sh('modprobe virtio_pci; modprobe virtio_vmmci; sleep 1')
-        dev, drv = self.bound_driver(g)
-        self.check('%s: rebound to virtio_vmmci after reloading' % name,
-                   drv == 'virtio_vmmci', drv)
         self.finish(name, g)
+
+    def bad_device(self, name):
+        """The package's transport on devices vmd never makes: a memory
+        BAR instead of an I/O BAR, no interrupt pin.  Each time a clear
+        error, no bind, no virtio device, nothing else breaks (the disk
+        works, the modules unload)."""
+        for prop, want in (('bar-mmio=on', 'BAR0 is not an I/O BAR'),
+                           ('intx=off', 'no interrupt line')):
+            label = '%s-%s' % (name, prop.split('=')[0])
+            g, disk = self.boot_with_disk(label, device=prop)
+            log = g.sh('dmesg | grep vmmci_pci')
+            self.check('%s: vmmci_pci says "%s" and binds nothing' %
+                       (label, want), want in log and not self.pci_driver(g)
+                       and not self.vdev(g), log)
+            out = g.sh('echo ok > /mnt/ok && sync && cat /mnt/ok && '
+                       'rmmod vmmci_pci && echo unloaded')
+            self.check('%s: the disk works, vmmci_pci unloads' % label,
+                       out.split() == ['ok', 'unloaded'], out)
+            self.finish(label, g)
+
+    def pci_dev(self, g):
+        """The PCI address of vmd's device (vendor 0x0b5d)."""
+        return g.sh('for d in /sys/bus/pci/devices/*; do '
+                    'if [ "$(cat $d/vendor)" = 0x0b5d ]; then basename $d; '
+                    'fi; done')
+
+    def transport_debug(self, name):
+        """The DKMS package's transport, dkms/vmmci_pci.c, on the debug
+        kernel (KASAN, lockdep, kmemleak), built W=1 against its build
+        directory: its error paths on devices vmd never makes (a memory
+        BAR, no interrupt pin), then bind, rmmod/insmod x20 with SYNCRTC
+        in between, a suspend and resume of the devices, a clock jump
+        fixed; kmemleak finds nothing, no splat.  The kernel's virtio_pci,
+        which has the series' quirk, binds the device first: the test
+        hands it to vmmci_pci with driver_override."""
+        kernel = 'y-vmmci-pci'
+        self.kernels[kernel] = harness.with_module(
+            self.kernels['y'], os.path.join(harness.TOP, 'dkms',
+                                            'vmmci_pci.c'),
+            os.path.join(self.base, kernel))
+
+        def hand_over(g):
+            bdf = self.pci_dev(g)
+            return g.sh('d=/sys/bus/pci/devices/%s; '
+                        'if [ -e $d/driver ]; then echo %s > $d/driver/unbind; '
+                        'fi; echo vmmci_pci > $d/driver_override; '
+                        'insmod /lib/modules/extra/vmmci_pci.ko; '
+                        'dmesg | grep "vmmci_pci %s"' % (bdf, bdf, bdf))
+
+        for prop, want in (('bar-mmio=on', 'BAR0 is not an I/O BAR'),
+                           ('intx=off', 'no interrupt line')):
+            label = '%s-%s' % (name, prop.split('=')[0])
+            g = self.boot(label, kernel=kernel, device=prop, memory=768)
+            log = hand_over(g)
+            self.check('%s: vmmci_pci says "%s" and binds nothing' %
+                       (label, want), want in log and not self.pci_driver(g)
+                       and not self.vdev(g), log)
+            self.check_kmemleak(label, g)
+            self.check('%s: vmmci_pci unloads' % label,
+                       g.sh('rmmod vmmci_pci && echo unloaded') ==
+                       'unloaded', '')
+            self.finish(label, g)
+
+        g = self.boot(name, kernel=kernel, memory=768)
+        hand_over(g)
+        dev, drv = self.bound_driver(g)
+        self.check('%s: vmmci_pci bound, %s bound to virtio_vmmci' %
+                   (name, dev), self.pci_driver(g) == 'vmmci_pci' and
+                   drv == 'virtio_vmmci', drv)
+        failures = []
+        for i in range(RELOADS_DISTRO):
+            out = g.sh('rmmod vmmci_pci && '
+                       'insmod /lib/modules/extra/vmmci_pci.ko && echo ok')
+            g.request('syncrtc')
+            dev, drv = self.bound_driver(g)
+            if out != 'ok' or drv != 'virtio_vmmci':
+                failures.append('%d: %s %s' % (i, out, drv))
+        self.check('%s: rmmod/insmod of vmmci_pci x%d with SYNCRTC in '
+                   'between, bound each time' % (name, RELOADS_DISTRO),
+                   not failures, '\n'.join(failures))
+        g.sh('echo devices > /sys/power/pm_test; '
+             'echo freeze > /sys/power/state', timeout=120)
+        self.check('%s: DRIVER_OK set again after a suspend and resume' %
+                   name, g.get('driver-ok'), '')
+        self.check_jump_fixed(g, '%s: after resume' % name, 30 * NS)
+        self.check_kmemleak(name, g)
+        self.finish(name, g)
+
+    def reload_distro(self, name):
+        """rmmod and modprobe of both DKMS modules, RELOADS_DISTRO times,
+        each time bound again, with a SYNCRTC in between; then a host clock
+        jump is still fixed and a stop is clean."""
+        g, disk = self.boot_with_disk(name)
+        failures = []
+        for i in range(RELOADS_DISTRO):
+            out = g.sh('rmmod virtio_vmmci && rmmod vmmci_pci && '
+                       'modprobe vmmci_pci && modprobe virtio_vmmci && '
+                       'echo reloaded')
+            g.request('syncrtc')
+            dev, drv = self.bound_driver(g)
+            if out != 'reloaded' or drv != 'virtio_vmmci' or \
+                    self.pci_driver(g) != 'vmmci_pci':
+                failures.append('%d: %s %s' % (i, out, drv))
+        self.check('%s: rmmod/modprobe of virtio_vmmci and vmmci_pci x%d, '
+                   'bound each time' % (name, RELOADS_DISTRO),
+                   not failures, '\n'.join(failures))
+        self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
+        self.stop_with_data(name, g, disk)
 
     def probe_builtin(self, name):
         g = self.boot(name)
