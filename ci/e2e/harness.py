@@ -578,6 +578,9 @@ class Guest:
                self.path('shell.sock'),
                '-serial', 'chardev:sh',
                '-qmp', 'unix:%s,server=on,wait=off' % self.path('qmp.sock'),
+               # The model logs every config access vmd would not answer
+               # as the guest meant (width, offset, value)
+               '-d', 'guest_errors', '-D', self.path('guest_errors.log'),
                '-device', dev]
         if self.disk:
             cmd += ['-drive', 'file=%s,if=virtio,format=raw' % self.disk]
@@ -782,6 +785,14 @@ class Guest:
     def qemu_log(self):
         with open(self.path('qemu.log'), errors='replace') as f:
             return f.read()
+
+    def device_errors(self):
+        """The model's complaints about the guest's accesses to vmmci."""
+        try:
+            with open(self.path('guest_errors.log'), errors='replace') as f:
+                return [l.rstrip() for l in f if l.startswith('vmmci:')]
+        except FileNotFoundError:
+            return []
 
     def splats(self):
         return [line for line in self.console().splitlines()

@@ -104,6 +104,9 @@ class Suite:
         bad = g.splats()
         self.check('%s: no kernel splat in the console' % name, not bad,
                    '\n'.join(bad[:20]) + '\nconsole: ' + g.path('console.log'))
+        bad = g.device_errors()
+        self.check('%s: no vmmci access of a width, offset or value vmd '
+                   'would not take' % name, not bad, '\n'.join(bad[:20]))
 
     def run(self, only=None):
         scenarios = [
@@ -469,6 +472,14 @@ class Suite:
         self.check('%s: sysfs files read-only (0444)' % name,
                    modes.split() == ['444'] * len(ATTRS), modes)
         self.finish(name, g)
+
+        # The negative control of finish()'s check of the accesses: a
+        # 16-bit read of the config space, which the driver never makes
+        g = self.boot(name + '-narrow')
+        g.sh('vmmci-guest narrow-read 26')
+        g.close()
+        self.check('%s: a 16-bit config read shows in that check' % name,
+                   g.device_errors(), g.path('guest_errors.log'))
 
     def stop(self, name):
         g, disk = self.boot_with_disk(name)

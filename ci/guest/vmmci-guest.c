@@ -16,6 +16,10 @@
  *                              N times, a second apart, and print each with
  *                              its uncertainty and a probe:
  *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
+ *   vmmci-guest narrow-read OFF  a 16-bit read of BAR0 + OFF, which vmd does
+ *                              not decode for its config space: the
+ *                              negative control of the e2e check that the
+ *                              driver makes no such access
  *   vmmci-guest phc-read DEV N read the PTP clock DEV N times with
  *                              clock_gettime(): "NS_PER_READ OFFSET_NS
  *                              BOUND_NS", the mean cost of a read, and the
@@ -145,6 +149,14 @@ static int cmd_now_loop(int n)
 	return 0;
 }
 
+static int cmd_narrow_read(unsigned int off)
+{
+	unsigned long bar = open_device();
+
+	printf("0x%x\n", inw(bar + off));
+	return 0;
+}
+
 static int cmd_probe(int n)
 {
 	unsigned long bar = open_device();
@@ -266,8 +278,8 @@ static int cmd_set_offset(long long delta)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | probe [N] | "
-		"drift-read N | phc-read DEV N\n");
+	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | "
+		"probe [N] | drift-read N | narrow-read OFF | phc-read DEV N\n");
 	return 2;
 }
 
@@ -286,6 +298,8 @@ int main(int argc, char **argv)
 		return cmd_set_offset(atoll(argv[2]));
 	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
 		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
+	if (argc == 3 && !strcmp(argv[1], "narrow-read"))
+		return cmd_narrow_read(strtoul(argv[2], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "drift-read"))
 		return cmd_drift_read(atoi(argv[2]));
 	if (argc == 4 && !strcmp(argv[1], "phc-read"))
