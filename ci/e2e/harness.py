@@ -732,6 +732,24 @@ class Guest:
         off, bound = self.sh('vmmci-guest probe %d' % samples).split()
         return int(off), int(bound)
 
+    def ref_offset(self, samples=20):
+        """Guest CLOCK_REALTIME minus the host clock the model reports, by
+        the model's test-only time probe (device time-probe=on), which
+        shares neither the time registers nor the driver's estimator: of
+        samples writes, the one with the narrowest bracket (t1, t2) around
+        the model's stamp.  Returns (offset_ns, bound_ns)."""
+        self.set('time-probe-log', '')
+        self.sh('vmmci-guest ref %d' % samples)
+        best = None
+        for entry in filter(None, self.get('time-probe-log').split(',')):
+            t1, host, t2 = (int(x) for x in entry.split(':'))
+            cand = ((t1 + t2) // 2 - host, (t2 - t1 + 1) // 2)
+            if best is None or cand[1] < best[1]:
+                best = cand
+        if best is None:
+            raise RuntimeError('the time probe took no sample')
+        return best
+
     def sysfs(self, attr, check=True):
         """The driver's sysfs file attr; with check=False, a read error
         (e.g. ENODATA) comes back as the error text."""

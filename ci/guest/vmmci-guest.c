@@ -16,6 +16,10 @@
  *                              N times, a second apart, and print each with
  *                              its uncertainty and a probe:
  *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
+ *   vmmci-guest ref N          N samples of the model's test-only time
+ *                              probe (time-probe=on): writes CLOCK_REALTIME
+ *                              before and after the write the model stamps
+ *                              with its host clock; the host reads them
  *   vmmci-guest narrow-read OFF  a 16-bit read of BAR0 + OFF, which vmd does
  *                              not decode for its config space: the
  *                              negative control of the e2e check that the
@@ -71,8 +75,8 @@ static int read_file(const char *path, char *buf, size_t len)
 	return 0;
 }
 
-/* The I/O port base of the vmmci device (PCI 0b5d:0777) */
-static unsigned long find_bar(void)
+/* The I/O port base of BAR n of the vmmci device (PCI 0b5d:0777) */
+static unsigned long find_bar_n(int n)
 {
 	const char *dir = "/sys/bus/pci/devices";
 	char path[512], buf[256];
@@ -85,13 +89,53 @@ static unsigned long find_bar(void)
 		if (read_file(path, buf, sizeof(buf)) || strncmp(buf, "0x0b5d", 6))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s/resource", dir, de->d_name);
-		if (!read_file(path, buf, sizeof(buf)))
-			start = strtoul(buf, NULL, 16);
+		if (!read_file(path, buf, sizeof(buf))) {
+			char *line = buf;
+
+			/* One line per resource: "start end flags" */
+			for (int i = 0; i < n && line; i++) {
+				line = strchr(line, '\n');
+				if (line)
+					line++;
+			}
+			if (line)
+				start = strtoul(line, NULL, 16);
+		}
 		break;
 	}
 	if (d)
 		closedir(d);
 	return start;
+}
+
+static unsigned long find_bar(void)
+{
+	return find_bar_n(0);
+}
+
+/*
+ * The model's test-only time probe (-device vmmci,time-probe=on), BAR1:
+ * write t1 = CLOCK_REALTIME, which the model stamps with its host clock,
+ * then t2, read after that write; the host reads the samples over QMP.
+ */
+static int cmd_ref(int n)
+{
+	unsigned long bar = find_bar_n(1);
+	int64_t t1, t2;
+
+	if (!bar || ioperm(bar, 16, 1)) {
+		fprintf(stderr, "vmmci-guest: no time probe\n");
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		t1 = now_ns();
+		outl((uint32_t)t1, bar);
+		outl((uint32_t)((uint64_t)t1 >> 32), bar + 4);
+		t2 = now_ns();
+		outl((uint32_t)t2, bar + 8);
+		outl((uint32_t)((uint64_t)t2 >> 32), bar + 12);
+	}
+	return 0;
 }
 
 /* Best (narrowest bracket) of n samples of guest minus host time */
@@ -279,7 +323,8 @@ static int cmd_set_offset(long long delta)
 static int usage(void)
 {
 	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | "
-		"probe [N] | drift-read N | narrow-read OFF | phc-read DEV N\n");
+		"probe [N] | ref N | drift-read N | narrow-read OFF | "
+		"phc-read DEV N\n");
 	return 2;
 }
 
@@ -298,6 +343,8 @@ int main(int argc, char **argv)
 		return cmd_set_offset(atoll(argv[2]));
 	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
 		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
+	if (argc == 3 && !strcmp(argv[1], "ref"))
+		return cmd_ref(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "narrow-read"))
 		return cmd_narrow_read(strtoul(argv[2], NULL, 0));
 	if (argc == 3 && !strcmp(argv[1], "drift-read"))

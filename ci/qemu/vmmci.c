@@ -60,6 +60,10 @@
  *   long-timeout-ms   uint32  timeout after a matching ack, default 120000
  *   unmatched-read    uint32  value returned by unmatched reads, default
  *                             0xffffffff (truncated to the access width)
+ *   bar-mmio          bool    test only: BAR0 a memory BAR, default off
+ *   intx              bool    test only: off = no interrupt pin, default on
+ *   time-probe        bool    test only: the time probe in BAR1 (below),
+ *                             default off
  *
  * Read/write at any time:
  *   request        string  write "stop", "shutdown", "reboot" or "syncrtc";
@@ -115,6 +119,12 @@
  *                         the previous one; the first latch after "fault"
  *                         is set is the host time - 1 s.  TIME_USEC is that
  *                         sample's microseconds (so it stays the same).
+ *       time-stale-5ms    each latch is the host clock of 5 ms before:
+ *                         plausible, consistent, and wrong, which nothing
+ *                         reading the TIME_* registers can tell; the
+ *                         test-only time probe still stamps the true host
+ *                         clock (the negative control of checks that must
+ *                         not share the registers)
  *       time-random       each latch takes random 64-bit seconds and
  *                         microseconds (all four dwords random), from
  *                         QEMU's guest PRNG (qemu_guest_getrandom_nofail,
@@ -165,6 +175,19 @@
  *                           "reset-after-stop"
  *   timer-armed-ms  int     remaining ms of the command timer, -1 if idle
  *   host-time-ns    int     the modelled host clock now (ns since epoch)
+ *   time-probe-log  string  with time-probe=on: the last 64 samples of the
+ *                           time probe, "t1:host:t2,..." oldest first;
+ *                           writing any value empties it
+ *
+ * Test-only time probe (time-probe=on; vmd has nothing like it): a second
+ * I/O BAR, BAR1, of 16 bytes, taking aligned 32-bit writes only.  The
+ * guest writes a CLOCK_REALTIME reading t1 (ns) to +0 (low) and +4 (high),
+ * then a reading t2 taken after that write to +8 and +12.  The write to +4
+ * is stamped in the I/O handler with the host clock this device reports
+ * (CLOCK_REALTIME in ns, not the microseconds of the time registers, plus
+ * host-offset-ns and the host-skew-ppb drift): the stamp lies between t1
+ * and t2 on the guest's clock, so guest - host is known within (t2 - t1)
+ * without the time registers or the driver's estimator.
  * The observation properties are not reset by a system reset (the guest
  * visible state is); stop-pending is.
  *
@@ -223,6 +246,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VMMCIState, VMMCI)
 #define VMMCI_CLASS_COMMUNICATIONS_MISC 0x0780
 
 #define VMMCI_BAR_SIZE 0x1000
+#define VMMCI_PROBE_BAR_SIZE 16
+#define VMMCI_PROBE_LOG 64
 
 /* Legacy virtio header, no MSI-X: device config starts at 20. */
 #define VMMCI_REG_DEVICE_FEATURES 0
@@ -269,6 +294,7 @@ typedef enum VMMCIFault {
     VMMCI_FAULT_TIME_SEC_HIGH,
     VMMCI_FAULT_TIME_BACKWARDS,
     VMMCI_FAULT_TIME_RANDOM,
+    VMMCI_FAULT_TIME_STALE,
     VMMCI_FAULT__MAX,
 } VMMCIFault;
 
@@ -279,6 +305,7 @@ static const char *const vmmci_fault_names[VMMCI_FAULT__MAX] = {
     [VMMCI_FAULT_TIME_SEC_HIGH] = "time-sec-high",
     [VMMCI_FAULT_TIME_BACKWARDS] = "time-backwards",
     [VMMCI_FAULT_TIME_RANDOM] = "time-random",
+    [VMMCI_FAULT_TIME_STALE] = "time-stale-5ms",
 };
 
 typedef struct VMMCIAck {
@@ -342,6 +369,14 @@ struct VMMCIState {
     /* Test-only: a device vmd never makes, for a transport's checks */
     bool bar_mmio;
     bool intx;
+    bool time_probe;
+    MemoryRegion probe_bar;
+    uint32_t probe_lo;          /* low dword of t1 or t2, written first */
+    int64_t probe_t1, probe_host;
+    struct {
+        int64_t t1, host, t2;
+    } probes[VMMCI_PROBE_LOG];
+    unsigned probe_count;
 
     /* Stop handling (M14). */
     bool stop_pending;
@@ -406,6 +441,70 @@ static int64_t vmmci_host_ns_at(VMMCIState *s, int64_t real_ns)
 static int64_t vmmci_host_ns(VMMCIState *s)
 {
     return vmmci_host_ns_at(s, g_get_real_time() * SCALE_US);
+}
+
+/* ---- test-only time probe (BAR1) ---------------------------------------- */
+
+static uint64_t vmmci_probe_read(void *opaque, hwaddr addr, unsigned size)
+{
+    return 0;
+}
+
+static void vmmci_probe_write(void *opaque, hwaddr addr, uint64_t val,
+                              unsigned size)
+{
+    VMMCIState *s = opaque;
+    int64_t host = vmmci_host_ns_at(s, vmmci_realtime_ns());
+    int64_t t = (int64_t)((uint64_t)val << 32 | s->probe_lo);
+
+    switch (addr) {
+    case 0:
+    case 8:
+        s->probe_lo = val;
+        break;
+    case 4:
+        s->probe_t1 = t;
+        s->probe_host = host;
+        break;
+    case 12:
+        s->probes[s->probe_count % VMMCI_PROBE_LOG].t1 = s->probe_t1;
+        s->probes[s->probe_count % VMMCI_PROBE_LOG].host = s->probe_host;
+        s->probes[s->probe_count % VMMCI_PROBE_LOG].t2 = t;
+        s->probe_count++;
+        break;
+    }
+}
+
+static const MemoryRegionOps vmmci_probe_ops = {
+    .read = vmmci_probe_read,
+    .write = vmmci_probe_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 4,
+        .max_access_size = 4,
+    },
+};
+
+static char *vmmci_get_probe_log(Object *obj, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+    GString *str = g_string_new("");
+    unsigned n = MIN(s->probe_count, VMMCI_PROBE_LOG);
+    unsigned i;
+
+    for (i = s->probe_count - n; i != s->probe_count; i++) {
+        g_string_append_printf(str, "%s%" PRId64 ":%" PRId64 ":%" PRId64,
+                               str->len ? "," : "",
+                               s->probes[i % VMMCI_PROBE_LOG].t1,
+                               s->probes[i % VMMCI_PROBE_LOG].host,
+                               s->probes[i % VMMCI_PROBE_LOG].t2);
+    }
+    return g_string_free(str, false);
+}
+
+static void vmmci_set_probe_log(Object *obj, const char *value, Error **errp)
+{
+    VMMCI(obj)->probe_count = 0;
 }
 
 static void G_GNUC_PRINTF(2, 3) vmmci_verbose(VMMCIState *s,
@@ -611,6 +710,9 @@ static int64_t vmmci_sample_ns(VMMCIState *s)
 {
     int64_t ns = vmmci_host_ns(s);
 
+    if (s->fault == VMMCI_FAULT_TIME_STALE) {
+        return ns - 5 * SCALE_MS;
+    }
     if (s->fault != VMMCI_FAULT_TIME_BACKWARDS) {
         return ns;
     }
@@ -1386,6 +1488,10 @@ static void vmmci_class_add_properties(ObjectClass *oc)
                  "(read-only)");
     vmmci_add_ro(oc, "host-time-ns", "int", vmmci_get_host_time_ns, NULL,
                  "modelled host wall clock now, ns (read-only)");
+    object_class_property_add_str(oc, "time-probe-log", vmmci_get_probe_log,
+                                  vmmci_set_probe_log);
+    object_class_property_set_description(oc, "time-probe-log",
+        "time-probe=on: last 64 samples t1:host:t2,... (write: empty it)");
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -1423,6 +1529,11 @@ static void vmmci_realize(PCIDevice *pdev, Error **errp)
     pci_register_bar(pdev, 0, s->bar_mmio ? PCI_BASE_ADDRESS_SPACE_MEMORY
                                           : PCI_BASE_ADDRESS_SPACE_IO,
                      &s->bar);
+    if (s->time_probe) {
+        memory_region_init_io(&s->probe_bar, OBJECT(s), &vmmci_probe_ops, s,
+                              "vmmci-time-probe", VMMCI_PROBE_BAR_SIZE);
+        pci_register_bar(pdev, 1, PCI_BASE_ADDRESS_SPACE_IO, &s->probe_bar);
+    }
 
     s->cmd_timer = timer_new_ns(QEMU_CLOCK_REALTIME, vmmci_cmd_timeout, s);
     s->tick_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, vmmci_tick, s);
@@ -1572,6 +1683,7 @@ static Property vmmci_properties[] = {
                        0xffffffff),
     DEFINE_PROP_BOOL("bar-mmio", VMMCIState, bar_mmio, false),
     DEFINE_PROP_BOOL("intx", VMMCIState, intx, true),
+    DEFINE_PROP_BOOL("time-probe", VMMCIState, time_probe, false),
     DEFINE_PROP_END_OF_LIST(),
 };
 
