@@ -47,11 +47,13 @@ RELOADS_DISTRO = 20
 
 
 class Suite:
-    def __init__(self, results, base, workdir, label=''):
+    def __init__(self, results, base, workdir, label='', append=''):
         self.results = results
         self.base = base
         self.workdir = workdir
         self.label = label
+        # Kernel command line words every guest of the suite gets
+        self.append = append
         self.qemu = None
         self.kernels = {}
         self.distro = False
@@ -97,6 +99,8 @@ class Suite:
                        '\n'.join(fails) or res.stdout)
 
     def guest(self, name, kernel='y', **kw):
+        kw['append'] = ' '.join(filter(None, (self.append,
+                                              kw.get('append', ''))))
         g = Guest(self.qemu, self.kernels[kernel],
                   os.path.join(self.workdir, name), **kw)
         self.guests.append(g)
@@ -307,6 +311,11 @@ class Suite:
                    'virtio_vmmci' in mods and dev, mods)
         self.check('%s: %s bound to virtio_vmmci' % (name, dev),
                    drv == 'virtio_vmmci', drv)
+        # Which interrupt controller delivers the device's interrupt
+        irqs = g.sh('grep virtio /proc/interrupts')
+        want = 'XT-PIC' if 'noapic' in self.append else 'IO-APIC'
+        self.check('%s: the device\'s interrupt comes through the %s' %
+                   (name, want), want in irqs, irqs)
         self.finish(name, g)
 
     def pci_driver(self, g):
