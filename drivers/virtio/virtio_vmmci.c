@@ -17,6 +17,10 @@
  * as a PTP clock, for chrony and the like.
  */
 
+// @series-if kunit
+#include <kunit/static_stub.h>
+#include <kunit/visibility.h>
+// @series-endif
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/device.h>
@@ -34,26 +38,7 @@
 #include <linux/virtio_config.h>
 #include <linux/workqueue.h>
 
-/*
- * Device config space.  vmd decodes only aligned 32-bit accesses; the
- * virtio_pci quirk for this device makes the transport use nothing else.
- * Reading the low dword of TIME_SEC latches the host clock; the other
- * dwords then return the rest of that sample, so it must be read first.
- */
-#define VMMCI_CONFIG_COMMAND	0	/* u32: request, and its ack */
-#define VMMCI_CONFIG_TIME_SEC	4	/* u64: host time, seconds */
-#define VMMCI_CONFIG_TIME_USEC	12	/* u64: host time, microseconds */
-
-/* Feature bits */
-#define VMMCI_F_TIMESYNC	0	/* host time registers */
-#define VMMCI_F_ACK		1	/* commands are acknowledged */
-#define VMMCI_F_SYNCRTC		2	/* host sends SYNCRTC */
-
-/* Commands */
-#define VMMCI_NONE		0
-#define VMMCI_SHUTDOWN		1
-#define VMMCI_REBOOT		2
-#define VMMCI_SYNCRTC		3
+#include "virtio_vmmci.h"
 
 /* vmd's private virtio device id (its PCI subsystem id) and vendor */
 #define VIRTIO_ID_VMMCI		0xffff
@@ -86,16 +71,6 @@ enum vmmci_action {
 	VMMCI_ACT_UNKNOWN,	/* log, and do not ack */
 };
 
-/* The driver's view of the COMMAND register */
-struct vmmci_cmd_state {
-	/* Last command acted on, to ignore the ones vmd leaves in place */
-	u32 last_cmd;
-	/* Last new value seen, for debugfs */
-	u32 last_request;
-	/* A host shutdown or reboot is under way */
-	bool stopping;
-};
-
 /* A reading of the host clock, between two readings of the guest clock */
 struct vmmci_reading {
 	s64 host_ns;
@@ -110,31 +85,9 @@ struct vmmci_sample {
 	u64 bracket_ns;		/* guest time the latching read took */
 };
 
-struct vmmci {
-	struct virtio_device *vdev;
-	struct work_struct cmd_work;
-	struct ptp_clock_info ptp_info;
-	struct ptp_clock *ptp;		/* NULL without PTP support */
-	struct dentry *debugfs;
-	/* Serialises config space access (the time latch) and the fields below */
-	struct mutex lock;
-	/* DRIVER_OK is set and the device not yet reset by us or the core */
-	bool ready;
-	struct vmmci_cmd_state cmd;
-	/* The last drift measurement, for drift_uncertainty_ns */
-	bool drift_valid;
-	s64 drift_ns;
-	u64 drift_uncertainty_ns;
-	s64 last_sync_offset_ns;
-	u64 sync_count;
-};
-
 static struct dentry *vmmci_debugfs_root;
 
-/*
- * Pure helpers: no device access, no locking, no logging.  The KUnit
- * tests exercise them directly.
- */
+/* Pure helpers: no device access, no locking, no logging */
 
 /*
  * The host time registers as nanoseconds, in the middle of the
@@ -259,7 +212,7 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 				struct ptp_system_timestamp *sts)
 {
-	u32 sec_lo, sec_hi;
+	u32 sec_lo, sec_hi, usec_lo, usec_hi;
 	u64 sec, usec;
 	int err;
 
@@ -274,8 +227,10 @@ static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 	ptp_read_system_postts(sts);
 	r->after_ns = ktime_get_real_ns();
 	sec_hi = virtio_cread32(vi->vdev, VMMCI_CONFIG_TIME_SEC + 4);
-	usec = virtio_cread64(vi->vdev, VMMCI_CONFIG_TIME_USEC);
+	usec_lo = virtio_cread32(vi->vdev, VMMCI_CONFIG_TIME_USEC);
+	usec_hi = virtio_cread32(vi->vdev, VMMCI_CONFIG_TIME_USEC + 4);
 	sec = (u64)sec_hi << 32 | sec_lo;
+	usec = (u64)usec_hi << 32 | usec_lo;
 
 	err = vmmci_host_time_ns(sec, usec, &r->host_ns);
 	if (err)
@@ -326,6 +281,17 @@ static int vmmci_measure_drift(struct vmmci *vi)
 	return 0;
 }
 
+// @series-if kunit
+/* The step itself, on its own so that the tests can replace it */
+VISIBLE_IF_KUNIT
+int vmmci_set_clock(const struct timespec64 *ts)
+{
+	KUNIT_STATIC_STUB_REDIRECT(vmmci_set_clock, ts);
+	return do_settimeofday64(ts);
+}
+EXPORT_SYMBOL_IF_KUNIT(vmmci_set_clock);
+
+// @series-endif
 /* Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC */
 static void vmmci_sync_clock(struct vmmci *vi)
 {
@@ -347,7 +313,7 @@ static void vmmci_sync_clock(struct vmmci *vi)
 	offset = s.host_ns - s.guest_ns;
 	err = vmmci_step_target(ktime_get_real_ns(), offset, &ts);
 	if (!err)
-		err = do_settimeofday64(&ts);
+		err = vmmci_set_clock(&ts);
 	if (err) {
 		dev_warn_ratelimited(&vi->vdev->dev,
 				     "cannot step the clock by %lld ns: %d\n",
@@ -361,8 +327,12 @@ static void vmmci_sync_clock(struct vmmci *vi)
 			     "clock stepped by %lld ns to host time\n", offset);
 }
 
-static void vmmci_stop(struct vmmci *vi, u32 cmd)
+VISIBLE_IF_KUNIT
+void vmmci_stop(struct vmmci *vi, u32 cmd)
 {
+// @series-if kunit
+	KUNIT_STATIC_STUB_REDIRECT(vmmci_stop, vi, cmd);
+// @series-endif
 	if (cmd == VMMCI_REBOOT) {
 		/* What "vmctl stop" sends: vmd ends the VM when it resets */
 		dev_notice(&vi->vdev->dev, "host requested a reboot\n");
@@ -372,6 +342,9 @@ static void vmmci_stop(struct vmmci *vi, u32 cmd)
 		orderly_poweroff(true);
 	}
 }
+// @series-if kunit
+EXPORT_SYMBOL_IF_KUNIT(vmmci_stop);
+// @series-endif
 
 static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 {
@@ -415,7 +388,8 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 	}
 }
 
-static void vmmci_cmd_work(struct work_struct *work)
+VISIBLE_IF_KUNIT
+void vmmci_cmd_work(struct work_struct *work)
 {
 	struct vmmci *vi = container_of(work, struct vmmci, cmd_work);
 
@@ -425,6 +399,9 @@ static void vmmci_cmd_work(struct work_struct *work)
 							VMMCI_CONFIG_COMMAND));
 	mutex_unlock(&vi->lock);
 }
+// @series-if kunit
+EXPORT_SYMBOL_IF_KUNIT(vmmci_cmd_work);
+// @series-endif
 
 static void vmmci_config_changed(struct virtio_device *vdev)
 {
@@ -465,8 +442,14 @@ static int vmmci_power_off(struct sys_off_data *data)
 	mdelay(VMMCI_POWER_OFF_WAIT_MS);
 	dev_emerg(&vi->vdev->dev, "host did not end the VM, halting\n");
 	local_irq_disable();
-	for (;;)
+	for (;;) {
+		/* UML, which vmd does not run, builds the driver for KUnit */
+#ifdef CONFIG_X86
 		halt();
+#else
+		cpu_relax();
+#endif
+	}
 	return NOTIFY_DONE;
 }
 
@@ -776,10 +759,3 @@ module_exit(vmmci_exit);
 
 MODULE_DESCRIPTION("OpenBSD vmd VMM control interface driver");
 MODULE_LICENSE("GPL");
-// @series-if kunit
-
-/* Built in here, so that the helpers it tests can stay static */
-#if IS_ENABLED(CONFIG_VIRTIO_VMMCI_KUNIT_TEST)
-#include "virtio_vmmci_test.c"
-#endif
-// @series-endif

@@ -1,356 +1,392 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * KUnit tests for the logic of the vmmci driver that needs no device:
- * decoding and checking the host time, making a sample of two readings,
- * drift and clock step arithmetic, and the command state machine.
+ * KUnit tests for the vmmci driver: what it reads from and writes to the
+ * device for each value of COMMAND, and what it then does.
  *
- * Included by virtio_vmmci.c.
+ * The device is a fake virtio device whose config ops log every access;
+ * the stop and the clock step are replaced by static stubs that log what
+ * would have happened, in the same log.
  */
 
+#include <kunit/static_stub.h>
 #include <kunit/test.h>
+#include <kunit/test-bug.h>
+#include <linux/module.h>
+#include <linux/string.h>
+#include <linux/time64.h>
+#include <linux/timekeeping.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
 
-#define SEC(s)	((s64)(s) * NSEC_PER_SEC)
+#include "virtio_vmmci.h"
 
-/* A time in 2023, well inside the plausible range */
-#define T0	1700000000LL
+/* COMMAND, then TIME_SEC and TIME_USEC as low and high dwords */
+#define VMMCI_TEST_REGS		5
+#define VMMCI_TEST_LOG_SIZE	32
 
-static void vmmci_test_host_time_valid(struct kunit *test)
+enum vmmci_test_op {
+	VMMCI_TEST_READ,
+	VMMCI_TEST_WRITE,
+	VMMCI_TEST_STOP,	/* vmmci_stop(), value: the command */
+	VMMCI_TEST_STEP,	/* vmmci_set_clock(), value: the target in ns */
+};
+
+struct vmmci_test_event {
+	enum vmmci_test_op op;
+	unsigned int offset;
+	unsigned int len;
+	u64 value;
+};
+
+struct vmmci_test_dev {
+	struct virtio_device vdev;
+	struct vmmci vi;
+	u32 regs[VMMCI_TEST_REGS];
+	/* Seconds the host clock jumps by between two latching reads */
+	u32 jump_sec;
+	bool latched;
+	struct vmmci_test_event log[VMMCI_TEST_LOG_SIZE];
+	unsigned int n;
+};
+
+static struct vmmci_test_dev *to_test_dev(struct virtio_device *vdev)
 {
-	s64 ns;
-
-	KUNIT_ASSERT_EQ(test, vmmci_host_time_ns(T0, 123456, &ns), 0);
-	/* The middle of the microsecond the host truncated to */
-	KUNIT_EXPECT_EQ(test, ns, SEC(T0) + 123456500);
-
-	KUNIT_ASSERT_EQ(test, vmmci_host_time_ns(VMMCI_HOST_SEC_MIN, 0, &ns),
-			0);
-	KUNIT_EXPECT_EQ(test, ns, SEC(VMMCI_HOST_SEC_MIN) + 500);
-
-	/* The last second vmd's 32 bits can hold, in 2106: no overflow */
-	KUNIT_ASSERT_EQ(test, vmmci_host_time_ns(U32_MAX, 999999, &ns), 0);
-	KUNIT_EXPECT_EQ(test, ns, SEC(U32_MAX) + 999999500);
-	KUNIT_EXPECT_GT(test, ns, 0);
+	return container_of(vdev, struct vmmci_test_dev, vdev);
 }
 
-static void vmmci_test_host_time_invalid(struct kunit *test)
+static void vmmci_test_log(struct vmmci_test_dev *d, enum vmmci_test_op op,
+			   unsigned int offset, unsigned int len, u64 value)
+{
+	if (d->n == ARRAY_SIZE(d->log)) {
+		kunit_fail_current_test("more than %u events", d->n);
+		return;
+	}
+	d->log[d->n++] = (struct vmmci_test_event){ op, offset, len, value };
+}
+
+/* As vmd: anything but an aligned dword of a register reads as all ones */
+static void vmmci_test_get(struct virtio_device *vdev, unsigned int offset,
+			   void *buf, unsigned int len)
+{
+	struct vmmci_test_dev *d = to_test_dev(vdev);
+	u32 val = U32_MAX;
+
+	if (len == sizeof(u32) && offset == VMMCI_CONFIG_TIME_SEC) {
+		if (d->latched)
+			d->regs[1] += d->jump_sec;
+		d->latched = true;
+	}
+	if (len == sizeof(u32) && offset % sizeof(u32) == 0 &&
+	    offset / sizeof(u32) < VMMCI_TEST_REGS)
+		val = d->regs[offset / sizeof(u32)];
+	memset(buf, 0xff, len);
+	memcpy(buf, &val, min_t(unsigned int, len, sizeof(val)));
+	vmmci_test_log(d, VMMCI_TEST_READ, offset, len, val);
+}
+
+static void vmmci_test_set(struct virtio_device *vdev, unsigned int offset,
+			   const void *buf, unsigned int len)
+{
+	u32 val = 0;
+
+	memcpy(&val, buf, min_t(unsigned int, len, sizeof(val)));
+	vmmci_test_log(to_test_dev(vdev), VMMCI_TEST_WRITE, offset, len, val);
+}
+
+static const struct virtio_config_ops vmmci_test_config_ops = {
+	.get = vmmci_test_get,
+	.set = vmmci_test_set,
+};
+
+/* virtio_has_feature() checks the bit against the driver's table */
+static const unsigned int vmmci_test_features[] = {
+	VMMCI_F_TIMESYNC, VMMCI_F_ACK, VMMCI_F_SYNCRTC,
+};
+
+static struct virtio_driver vmmci_test_driver = {
+	.driver.name = "virtio_vmmci_test",
+	.feature_table = vmmci_test_features,
+	.feature_table_size = ARRAY_SIZE(vmmci_test_features),
+};
+
+/* In place of the stop and the step: log what would have been done */
+static void vmmci_test_stop(struct vmmci *vi, u32 cmd)
+{
+	vmmci_test_log(to_test_dev(vi->vdev), VMMCI_TEST_STOP, 0, 0, cmd);
+}
+
+static int vmmci_test_set_clock(const struct timespec64 *ts)
+{
+	struct kunit *test = kunit_get_current_test();
+
+	vmmci_test_log(test->priv, VMMCI_TEST_STEP, 0, 0,
+		       timespec64_to_ns(ts));
+	return 0;
+}
+
+static int vmmci_test_init(struct kunit *test)
+{
+	struct vmmci_test_dev *d;
+
+	d = kunit_kzalloc(test, sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return -ENOMEM;
+
+	d->vdev.config = &vmmci_test_config_ops;
+	d->vdev.dev.driver = &vmmci_test_driver.driver;
+	d->vdev.dev.init_name = "vmmci-test";
+	d->vdev.features = BIT_ULL(VMMCI_F_TIMESYNC) | BIT_ULL(VMMCI_F_ACK) |
+			   BIT_ULL(VMMCI_F_SYNCRTC);
+	d->vi.vdev = &d->vdev;
+	d->vi.ready = true;
+	mutex_init(&d->vi.lock);
+	test->priv = d;
+
+	kunit_activate_static_stub(test, vmmci_stop, vmmci_test_stop);
+	kunit_activate_static_stub(test, vmmci_set_clock, vmmci_test_set_clock);
+	return 0;
+}
+
+/* The host raises cmd; the driver's work item handles it */
+static void vmmci_test_raise(struct vmmci_test_dev *d, u32 cmd)
+{
+	d->n = 0;
+	d->regs[0] = cmd;
+	vmmci_cmd_work(&d->vi.cmd_work);
+}
+
+static void vmmci_test_set_host_time(struct vmmci_test_dev *d, u64 sec,
+				     u64 usec)
+{
+	d->regs[1] = lower_32_bits(sec);
+	d->regs[2] = upper_32_bits(sec);
+	d->regs[3] = lower_32_bits(usec);
+	d->regs[4] = upper_32_bits(usec);
+}
+
+#define RD(offset)	{ VMMCI_TEST_READ, offset, 4 }
+#define WR(offset, val)	{ VMMCI_TEST_WRITE, offset, 4, val }
+#define DID_STOP(cmd)	{ VMMCI_TEST_STOP, 0, 0, cmd }
+#define DID_STEP	{ VMMCI_TEST_STEP }
+
+/* An event as text; read values and step targets are left out */
+static void vmmci_test_show(char *buf, size_t size,
+			    const struct vmmci_test_event *e)
+{
+	switch (e->op) {
+	case VMMCI_TEST_READ:
+		snprintf(buf, size, "read %u bytes at %u", e->len, e->offset);
+		break;
+	case VMMCI_TEST_WRITE:
+		snprintf(buf, size, "write %u bytes at %u: %llu", e->len,
+			 e->offset, e->value);
+		break;
+	case VMMCI_TEST_STOP:
+		snprintf(buf, size, "stop for command %llu", e->value);
+		break;
+	case VMMCI_TEST_STEP:
+		snprintf(buf, size, "clock step");
+		break;
+	}
+}
+
+/* The log holds exactly the events expected, in the same order */
+static void vmmci_test_expect_log(struct kunit *test,
+				  const struct vmmci_test_event *want,
+				  unsigned int n)
+{
+	struct vmmci_test_dev *d = test->priv;
+	char got_text[48], want_text[48];
+	unsigned int i;
+
+	for (i = 0; i < min(n, d->n); i++) {
+		vmmci_test_show(got_text, sizeof(got_text), &d->log[i]);
+		vmmci_test_show(want_text, sizeof(want_text), &want[i]);
+		KUNIT_EXPECT_STREQ_MSG(test, got_text, want_text, "event %u", i);
+		if (strcmp(got_text, want_text))
+			return;
+	}
+	if (d->n > n) {
+		vmmci_test_show(got_text, sizeof(got_text), &d->log[n]);
+		KUNIT_FAIL(test, "event %u not expected: %s", n, got_text);
+	} else if (d->n < n) {
+		vmmci_test_show(want_text, sizeof(want_text), &want[d->n]);
+		KUNIT_FAIL(test, "event %u missing: %s", d->n, want_text);
+	}
+}
+
+#define EXPECT_LOG(test, ...) do {					\
+	static const struct vmmci_test_event want[] = { __VA_ARGS__ };	\
+	vmmci_test_expect_log(test, want, ARRAY_SIZE(want));		\
+} while (0)
+
+/* vmd kills a guest that has not acked a stop within 3 s: ack, then stop */
+static void vmmci_test_stop_acked_first(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+
+	vmmci_test_raise(d, VMMCI_REBOOT);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_REBOOT), DID_STOP(VMMCI_REBOOT));
+
+	/* A new device */
+	d->vi.cmd = (struct vmmci_cmd_state){};
+	vmmci_test_raise(d, VMMCI_SHUTDOWN);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SHUTDOWN), DID_STOP(VMMCI_SHUTDOWN));
+}
+
+/* One stop: the acked request left in place, or another one, starts none */
+static void vmmci_test_stop_once(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+
+	vmmci_test_raise(d, VMMCI_REBOOT);
+	vmmci_test_raise(d, VMMCI_REBOOT);
+	EXPECT_LOG(test, RD(0));
+	vmmci_test_raise(d, VMMCI_SHUTDOWN);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SHUTDOWN));
+}
+
+/*
+ * SYNCRTC: ack, then two readings of the host clock, then the step.  vmd
+ * clears SYNCRTC when acked, so the same value again is a new request.
+ */
+static void vmmci_test_sync_acked_first(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+	struct timespec64 now;
+	unsigned int i;
+
+	ktime_get_real_ts64(&now);
+	vmmci_test_set_host_time(d, now.tv_sec + 90,
+				 now.tv_nsec / NSEC_PER_USEC);
+	for (i = 1; i <= 2; i++) {
+		vmmci_test_raise(d, VMMCI_SYNCRTC);
+		EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC),
+			   RD(4), RD(8), RD(12), RD(16),	/* first reading */
+			   RD(4), RD(8), RD(12), RD(16),	/* second reading */
+			   DID_STEP);
+		KUNIT_EXPECT_EQ(test, d->vi.sync_count, i);
+	}
+}
+
+/*
+ * The step goes to host time, which vmd gives with 32-bit seconds: the
+ * last of them, in 2106, must neither overflow nor be refused.
+ */
+static void vmmci_test_step_to_host_time(struct kunit *test)
+{
+	static const u64 secs[] = { 1700000000, U32_MAX };
+	struct vmmci_test_dev *d = test->priv;
+	unsigned int i;
+	s64 host_ns;
+
+	for (i = 0; i < ARRAY_SIZE(secs); i++) {
+		vmmci_test_set_host_time(d, secs[i], 999999);
+		vmmci_test_raise(d, VMMCI_SYNCRTC);
+		KUNIT_ASSERT_EQ(test, d->n, 11);
+		KUNIT_ASSERT_EQ(test, d->log[10].op, VMMCI_TEST_STEP);
+
+		/*
+		 * The middle of the host's microsecond, plus the guest time
+		 * from the reading to the step
+		 */
+		host_ns = secs[i] * NSEC_PER_SEC + 999999500;
+		KUNIT_EXPECT_GE(test, (s64)d->log[10].value, host_ns);
+		KUNIT_EXPECT_LT(test, (s64)d->log[10].value,
+				host_ns + NSEC_PER_SEC);
+	}
+}
+
+/* Once stopping, SYNCRTC is acked (vmd waits for it) but the clock kept */
+static void vmmci_test_no_step_while_stopping(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+
+	vmmci_test_set_host_time(d, 1700000000, 0);
+	vmmci_test_raise(d, VMMCI_SHUTDOWN);
+	vmmci_test_raise(d, VMMCI_SYNCRTC);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC));
+	KUNIT_EXPECT_EQ(test, d->vi.sync_count, 0);
+}
+
+/* Nothing is acked, read or done for a value the driver does not know */
+static void vmmci_test_unknown_not_acked(struct kunit *test)
+{
+	static const u32 values[] = { 4, 42, U32_MAX };
+	struct vmmci_test_dev *d = test->priv;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(values); i++) {
+		vmmci_test_raise(d, values[i]);
+		EXPECT_LOG(test, RD(0));
+	}
+	KUNIT_EXPECT_FALSE(test, d->vi.cmd.stopping);
+}
+
+/*
+ * A host time that is no time is not stepped to: the first reading
+ * already tells, and the rest is not read.
+ */
+static void vmmci_test_invalid_time_no_step(struct kunit *test)
 {
 	static const struct {
 		u64 sec, usec;
 	} bad[] = {
-		{ T0, USEC_PER_SEC },		/* a second of microseconds */
-		{ T0, U64_MAX },
+		{ 1700000000, USEC_PER_SEC },	/* a second of microseconds */
+		{ 1700000000, BIT_ULL(32) },	/* high dword of usec */
 		{ 0, 0 },			/* no time at all */
-		{ 0, 999999 },
-		{ VMMCI_HOST_SEC_MIN - 1, 0 },	/* before vmmci existed */
-		{ 1000, 0 },			/* 1970 */
-		{ (u64)U32_MAX + 1, 0 },	/* high dword set */
-		{ U64_MAX, 999999 },		/* would overflow s64 ns */
-		{ U64_MAX, U64_MAX },
+		{ 1483228799, 0 },		/* before vmmci existed (2017) */
+		{ BIT_ULL(32), 0 },		/* high dword of sec */
 	};
+	struct vmmci_test_dev *d = test->priv;
 	unsigned int i;
-	s64 ns;
 
 	for (i = 0; i < ARRAY_SIZE(bad); i++) {
-		ns = 42;
-		KUNIT_EXPECT_EQ_MSG(test, vmmci_host_time_ns(bad[i].sec,
-							     bad[i].usec, &ns),
-				    -ERANGE, "%llu s %llu us", bad[i].sec,
-				    bad[i].usec);
-		KUNIT_EXPECT_EQ_MSG(test, ns, 42, "result written for #%u", i);
+		vmmci_test_set_host_time(d, bad[i].sec, bad[i].usec);
+		vmmci_test_raise(d, VMMCI_SYNCRTC);
+		EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC),
+			   RD(4), RD(8), RD(12), RD(16));
 	}
+	KUNIT_EXPECT_EQ(test, d->vi.sync_count, 0);
 }
 
-/* Two readings 2 us apart on the guest clock, each bracket 1 us wide */
-static void vmmci_test_readings(struct vmmci_reading *first,
-				struct vmmci_reading *second,
-				s64 guest_ns, s64 host_ns)
+/*
+ * Two readings that disagree, the host clock a second further on after
+ * a few microseconds of guest time, are not stepped to either.
+ */
+static void vmmci_test_inconsistent_time_no_step(struct kunit *test)
 {
-	first->before_ns = guest_ns;
-	first->after_ns = guest_ns + 1000;
-	first->host_ns = host_ns + 500;
-	second->before_ns = guest_ns + 2000;
-	second->after_ns = guest_ns + 3000;
-	second->host_ns = host_ns + 2500;
-}
+	struct vmmci_test_dev *d = test->priv;
 
-static void vmmci_test_sample_good(struct kunit *test)
-{
-	struct vmmci_reading a, b;
-	struct vmmci_sample s;
-
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0) + 7);
-	KUNIT_ASSERT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-	KUNIT_EXPECT_EQ(test, s.host_ns, b.host_ns);
-	KUNIT_EXPECT_EQ(test, s.guest_ns, SEC(T0) + 2500);
-	KUNIT_EXPECT_EQ(test, s.bracket_ns, 1000);
-
-	/* A host a week ahead is consistent: only the difference counts */
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0 + 7 * 86400));
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-
-	/* A guest clock before 1970 (never set) is no obstacle either */
-	vmmci_test_readings(&a, &b, 0, SEC(T0));
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-	KUNIT_EXPECT_EQ(test, s.guest_ns, 2500);
-
-	/* An odd bracket: the midpoint rounds down */
-	b.after_ns = b.before_ns + 1001;
-	KUNIT_ASSERT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-	KUNIT_EXPECT_EQ(test, s.guest_ns, b.before_ns + 500);
-	KUNIT_EXPECT_EQ(test, s.bracket_ns, 1001);
-}
-
-static void vmmci_test_sample_host_inconsistent(struct kunit *test)
-{
-	struct vmmci_reading a, b;
-	struct vmmci_sample s;
-	s64 span;
-
-	/* The host clock went backwards between the readings */
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0));
-	b.host_ns = a.host_ns - 1;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -ERANGE);
-
-	/* Standing still is fine (the same microsecond) */
-	b.host_ns = a.host_ns;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-
-	/* Forwards by what the guest saw plus the slack, but not more */
-	span = b.after_ns - a.before_ns;
-	b.host_ns = a.host_ns + span + VMMCI_SAMPLE_SLACK_NS;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), 0);
-	b.host_ns++;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -ERANGE);
-
-	/* A host that jumped a second forwards between two reads */
-	b.host_ns = a.host_ns + NSEC_PER_SEC;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -ERANGE);
-}
-
-static void vmmci_test_sample_guest_stepped(struct kunit *test)
-{
-	struct vmmci_reading a, b;
-	struct vmmci_sample s;
-
-	/* Within the first reading */
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0));
-	a.after_ns = a.before_ns - 1;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -EAGAIN);
-
-	/* Between the readings */
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0));
-	b.before_ns = a.after_ns - SEC(60);
-	b.after_ns = b.before_ns + 1000;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -EAGAIN);
-
-	/* Within the second: the bracket would be negative */
-	vmmci_test_readings(&a, &b, SEC(T0), SEC(T0));
-	b.after_ns = b.before_ns - 1;
-	KUNIT_EXPECT_EQ(test, vmmci_make_sample(&a, &b, &s), -EAGAIN);
-}
-
-static void vmmci_test_drift(struct kunit *test)
-{
-	struct vmmci_sample s = {
-		.host_ns = SEC(T0),
-		.guest_ns = SEC(T0) + 1500,
-		.bracket_ns = 1000,
-	};
-	u64 uncertainty;
-	s64 drift;
-
-	/* A guest ahead of the host drifts positive */
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, drift, 1500);
-	KUNIT_EXPECT_EQ(test, uncertainty, 500 + 500);
-
-	s.guest_ns = SEC(T0) - SEC(3600);
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, drift, -SEC(3600));
-
-	/* An odd bracket: the midpoint may be off by half of it, rounded up */
-	s.bracket_ns = 1001;
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, uncertainty, 501 + 500);
-
-	s.bracket_ns = 0;
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, uncertainty, 500);
-}
-
-static void vmmci_test_drift_extremes(struct kunit *test)
-{
-	struct vmmci_sample s = { .bracket_ns = 0 };
-	u64 uncertainty;
-	s64 drift, host_max;
-
-	/* No overflow at either end of what the driver can see */
-	KUNIT_ASSERT_EQ(test, vmmci_host_time_ns(U32_MAX, 999999, &host_max),
-			0);
-	s.host_ns = host_max;
-	s.guest_ns = 0;
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, drift, -host_max);
-
-	s.host_ns = SEC(VMMCI_HOST_SEC_MIN);
-	s.guest_ns = KTIME_MAX;
-	vmmci_drift(&s, &drift, &uncertainty);
-	KUNIT_EXPECT_EQ(test, drift, KTIME_MAX - SEC(VMMCI_HOST_SEC_MIN));
-	KUNIT_EXPECT_GT(test, drift, 0);
-}
-
-static void vmmci_test_step_target(struct kunit *test)
-{
-	struct timespec64 ts;
-
-	KUNIT_ASSERT_EQ(test, vmmci_step_target(SEC(T0) + 250, SEC(90), &ts),
-			0);
-	KUNIT_EXPECT_EQ(test, ts.tv_sec, T0 + 90);
-	KUNIT_EXPECT_EQ(test, ts.tv_nsec, 250);
-
-	/* Backwards, across a second boundary */
-	KUNIT_ASSERT_EQ(test, vmmci_step_target(SEC(T0) + 250, -500, &ts), 0);
-	KUNIT_EXPECT_EQ(test, ts.tv_sec, T0 - 1);
-	KUNIT_EXPECT_EQ(test, ts.tv_nsec, NSEC_PER_SEC - 250);
-
-	/* Before 1970, or past what s64 holds: refused */
-	KUNIT_EXPECT_EQ(test, vmmci_step_target(SEC(5), -SEC(10), &ts),
-			-ERANGE);
-	KUNIT_EXPECT_EQ(test, vmmci_step_target(S64_MAX - 10, 11, &ts),
-			-ERANGE);
-	KUNIT_EXPECT_EQ(test, vmmci_step_target(S64_MIN + 10, -11, &ts),
-			-ERANGE);
-}
-
-static void vmmci_test_cmd_stop(struct kunit *test)
-{
-	struct vmmci_cmd_state st = {};
-
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_NONE),
-			VMMCI_ACT_NOTHING);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_STOP);
-	KUNIT_EXPECT_TRUE(test, st.stopping);
-	KUNIT_EXPECT_EQ(test, st.last_request, VMMCI_REBOOT);
-
-	/* vmd leaves an acked REBOOT in place: interrupts with no change */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_NOTHING);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_NOTHING);
-
-	/* SHUTDOWN while rebooting: acked, not acted on */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SHUTDOWN),
-			VMMCI_ACT_REPEAT_STOP);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_REPEAT_STOP);
-	KUNIT_EXPECT_EQ(test, st.last_request, VMMCI_REBOOT);
-
-	/* No clock step while stopping */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SYNCRTC),
-			VMMCI_ACT_SKIP_SYNC);
-	KUNIT_EXPECT_TRUE(test, st.stopping);
-}
-
-static void vmmci_test_cmd_shutdown_then_reboot(struct kunit *test)
-{
-	struct vmmci_cmd_state st = {};
-
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SHUTDOWN),
-			VMMCI_ACT_STOP);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_REPEAT_STOP);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SHUTDOWN),
-			VMMCI_ACT_REPEAT_STOP);
-}
-
-static void vmmci_test_cmd_syncrtc(struct kunit *test)
-{
-	struct vmmci_cmd_state st = {};
-	unsigned int i;
-
-	/* Each SYNCRTC is new: vmd clears it when acked */
-	for (i = 0; i < 3; i++) {
-		KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SYNCRTC),
-				VMMCI_ACT_SYNC);
-		KUNIT_EXPECT_EQ(test, st.last_cmd, VMMCI_NONE);
-		KUNIT_EXPECT_EQ(test, st.last_request, VMMCI_SYNCRTC);
-		KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_NONE),
-				VMMCI_ACT_NOTHING);
-	}
-	KUNIT_EXPECT_FALSE(test, st.stopping);
-
-	/* A stop after clock syncs is still a stop */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SHUTDOWN),
-			VMMCI_ACT_STOP);
-}
-
-static void vmmci_test_cmd_unknown(struct kunit *test)
-{
-	struct vmmci_cmd_state st = {};
-
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, 7), VMMCI_ACT_UNKNOWN);
-	KUNIT_EXPECT_EQ(test, st.last_request, 7);
-	/* Left in place: logged once, not on every interrupt */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, 7), VMMCI_ACT_NOTHING);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, U32_MAX),
-			VMMCI_ACT_UNKNOWN);
-	KUNIT_EXPECT_FALSE(test, st.stopping);
-
-	/* A real command after garbage is acted on */
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_SYNCRTC),
-			VMMCI_ACT_SYNC);
-	KUNIT_EXPECT_EQ(test, vmmci_next_action(&st, VMMCI_REBOOT),
-			VMMCI_ACT_STOP);
-}
-
-/* A storm of mixed values: one stop at most, every SYNCRTC seen */
-static void vmmci_test_cmd_storm(struct kunit *test)
-{
-	static const u32 pattern[] = {
-		VMMCI_SYNCRTC, 42, VMMCI_NONE, VMMCI_SYNCRTC, VMMCI_SYNCRTC, 4,
-	};
-	unsigned int counts[VMMCI_ACT_UNKNOWN + 1] = {};
-	struct vmmci_cmd_state st = {};
-	unsigned int i;
-
-	for (i = 0; i < 1000 * ARRAY_SIZE(pattern); i++)
-		counts[vmmci_next_action(&st, pattern[i % ARRAY_SIZE(pattern)])]++;
-
-	/* SYNCRTC, SYNCRTC, SYNCRTC, 42, 4 per round; nothing else */
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_SYNC], 3000);
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_UNKNOWN], 2000);
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_NOTHING], 1000);
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_STOP], 0);
-	KUNIT_EXPECT_FALSE(test, st.stopping);
-
-	for (i = 0; i < 1000; i++)
-		counts[vmmci_next_action(&st, i % 2 ? VMMCI_REBOOT :
-					 VMMCI_SHUTDOWN)]++;
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_STOP], 1);
-	KUNIT_EXPECT_EQ(test, counts[VMMCI_ACT_REPEAT_STOP], 999);
+	vmmci_test_set_host_time(d, 1700000000, 0);
+	d->jump_sec = 1;
+	vmmci_test_raise(d, VMMCI_SYNCRTC);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC),
+		   RD(4), RD(8), RD(12), RD(16),	/* first reading */
+		   RD(4), RD(8), RD(12), RD(16));	/* second reading */
+	KUNIT_EXPECT_EQ(test, d->vi.sync_count, 0);
 }
 
 static struct kunit_case vmmci_test_cases[] = {
-	KUNIT_CASE(vmmci_test_host_time_valid),
-	KUNIT_CASE(vmmci_test_host_time_invalid),
-	KUNIT_CASE(vmmci_test_sample_good),
-	KUNIT_CASE(vmmci_test_sample_host_inconsistent),
-	KUNIT_CASE(vmmci_test_sample_guest_stepped),
-	KUNIT_CASE(vmmci_test_drift),
-	KUNIT_CASE(vmmci_test_drift_extremes),
-	KUNIT_CASE(vmmci_test_step_target),
-	KUNIT_CASE(vmmci_test_cmd_stop),
-	KUNIT_CASE(vmmci_test_cmd_shutdown_then_reboot),
-	KUNIT_CASE(vmmci_test_cmd_syncrtc),
-	KUNIT_CASE(vmmci_test_cmd_unknown),
-	KUNIT_CASE(vmmci_test_cmd_storm),
+	KUNIT_CASE(vmmci_test_stop_acked_first),
+	KUNIT_CASE(vmmci_test_stop_once),
+	KUNIT_CASE(vmmci_test_sync_acked_first),
+	KUNIT_CASE(vmmci_test_step_to_host_time),
+	KUNIT_CASE(vmmci_test_no_step_while_stopping),
+	KUNIT_CASE(vmmci_test_unknown_not_acked),
+	KUNIT_CASE(vmmci_test_invalid_time_no_step),
+	KUNIT_CASE(vmmci_test_inconsistent_time_no_step),
 	{}
 };
 
 static struct kunit_suite vmmci_test_suite = {
 	.name = "virtio_vmmci",
+	.init = vmmci_test_init,
 	.test_cases = vmmci_test_cases,
 };
 
 kunit_test_suite(vmmci_test_suite);
+
+MODULE_DESCRIPTION("KUnit tests for the vmd VMM control interface driver");
+MODULE_LICENSE("GPL");
+MODULE_IMPORT_NS("EXPORTED_FOR_KUNIT_TESTING");
