@@ -216,19 +216,26 @@ def make_initramfs(dest, add_modules=None):
         f.write('root:x:0:\n')
     if add_modules:
         add_modules(stage)
-    listing = run(['find', '.', '-mindepth', '1'], cwd=stage)
     with open(dest + '.tmp', 'wb') as out:
-        cpio = subprocess.Popen(['cpio', '-o', '-H', 'newc', '--quiet'],
-                                cwd=stage, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE)
-        gz = subprocess.Popen(['gzip', '-1'], stdin=cpio.stdout, stdout=out)
-        cpio.stdin.write(listing.encode())
-        cpio.stdin.close()
-        cpio.stdout.close()
-        if cpio.wait() or gz.wait():
-            raise RuntimeError('cpio failed')
+        write_cpio_gz(stage, out)
     os.rename(dest + '.tmp', dest)
     shutil.rmtree(stage)
+
+
+def write_cpio_gz(stage, out):
+    """Everything under stage as a gzipped newc cpio archive, written to
+    the open file out (the kernel unpacks archives that follow another
+    one over it)."""
+    listing = run(['find', '.', '-mindepth', '1'], cwd=stage)
+    cpio = subprocess.Popen(['cpio', '-o', '-H', 'newc', '--quiet'],
+                            cwd=stage, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    gz = subprocess.Popen(['gzip', '-1'], stdin=cpio.stdout, stdout=out)
+    cpio.stdin.write(listing.encode())
+    cpio.stdin.close()
+    cpio.stdout.close()
+    if cpio.wait() or gz.wait():
+        raise RuntimeError('cpio failed')
 
 
 def build_kernel(name, base, upto, configs):
@@ -284,14 +291,8 @@ def with_module(kernel, source, name):
                 os.path.join(stage, 'lib', 'modules', 'extra'))
     initramfs = os.path.join(dest, 'initramfs.cpio.gz')
     shutil.copy(kernel.initramfs, initramfs)
-    listing = run(['find', 'lib', '-mindepth', '1'], cwd=stage)
     with open(initramfs, 'ab') as out:
-        cpio = subprocess.run(['cpio', '-o', '-H', 'newc', '--quiet'],
-                              cwd=stage, input=listing.encode(),
-                              stdout=subprocess.PIPE, check=True)
-        out.write(subprocess.run(['gzip', '-1'], input=cpio.stdout,
-                                 stdout=subprocess.PIPE,
-                                 check=True).stdout)
+        write_cpio_gz(stage, out)
     return Kernel(name, kernel.bzimage, initramfs, kernel.build_dir)
 
 

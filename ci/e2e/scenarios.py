@@ -318,11 +318,16 @@ class Suite:
                    (name, want), want in irqs, irqs)
         self.finish(name, g)
 
-    def pci_driver(self, g):
-        """The PCI driver bound to vmd's device (vendor 0x0b5d), or ''."""
+    def pci_dev(self, g):
+        """The PCI address of vmd's device (vendor 0x0b5d)."""
         return g.sh('for d in /sys/bus/pci/devices/*; do '
-                    'if [ "$(cat $d/vendor)" = 0x0b5d ] && [ -e $d/driver ]; '
-                    'then basename $(readlink $d/driver); fi; done')
+                    'if [ "$(cat $d/vendor)" = 0x0b5d ]; then basename $d; '
+                    'fi; done')
+
+    def pci_driver(self, g):
+        """The PCI driver bound to vmd's device, or ''."""
+        return g.sh('d=/sys/bus/pci/devices/%s; if [ -e $d/driver ]; then '
+                    'basename $(readlink $d/driver); fi' % self.pci_dev(g))
 
     def probe_distro(self, name):
         """A distribution kernel with the DKMS modules: the package's
@@ -383,12 +388,6 @@ class Suite:
             self.check('%s: the disk works, vmmci_pci unloads' % label,
                        out.split() == ['ok', 'unloaded'], out)
             self.finish(label, g)
-
-    def pci_dev(self, g):
-        """The PCI address of vmd's device (vendor 0x0b5d)."""
-        return g.sh('for d in /sys/bus/pci/devices/*; do '
-                    'if [ "$(cat $d/vendor)" = 0x0b5d ]; then basename $d; '
-                    'fi; done')
 
     def transport_debug(self, name):
         """The DKMS package's transport, dkms/vmmci_pci.c, on the debug
