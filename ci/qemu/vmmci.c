@@ -454,7 +454,6 @@ static void vmmci_probe_write(void *opaque, hwaddr addr, uint64_t val,
                               unsigned size)
 {
     VMMCIState *s = opaque;
-    int64_t host = vmmci_host_ns_at(s, vmmci_realtime_ns());
     int64_t t = (int64_t)((uint64_t)val << 32 | s->probe_lo);
 
     switch (addr) {
@@ -463,8 +462,8 @@ static void vmmci_probe_write(void *opaque, hwaddr addr, uint64_t val,
         s->probe_lo = val;
         break;
     case 4:
+        s->probe_host = vmmci_host_ns_at(s, vmmci_realtime_ns());
         s->probe_t1 = t;
-        s->probe_host = host;
         break;
     case 12:
         s->probes[s->probe_count % VMMCI_PROBE_LOG].t1 = s->probe_t1;
