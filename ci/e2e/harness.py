@@ -305,6 +305,21 @@ def chroot(release, cmd, install=()):
     return run(args + ['--'] + list(cmd))
 
 
+def linux_image_amd64(release=None, suite=None):
+    """The kernel release Debian's linux-image-amd64 depends on (e.g.
+    6.1.0-57-amd64): in this machine's apt sources, or in the chroot of
+    release, from its suite (e.g. trixie-backports) if given."""
+    cmd = ['apt-cache', 'depends',
+           'linux-image-amd64' + ('/' + suite if suite else '')]
+    out = chroot(release, cmd) if release else run(cmd)
+    m = re.search(r'Depends: linux-image-(\S+)', out)
+    if not m:
+        raise RuntimeError('no linux-image-amd64 in %s: %s' %
+                           (suite or release or 'the apt sources',
+                            out[-1000:]))
+    return m.group(1)
+
+
 def kernel_release_apt(kver):
     """Where linux-image-KVER comes from: None for this machine's apt
     sources, else the next Debian release (DEBIAN_NEXT, with its
