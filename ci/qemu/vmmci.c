@@ -171,6 +171,8 @@
  *   last-ack-value  int     value of the last COMMAND write, -1 if none
  *   acks            string  last 16 COMMAND writes, oldest first,
  *                           "value:ns,value:ns,..." ("" if none)
+ *   status-log      string  last 16 guest writes of DEVICE_STATUS, in the
+ *                           same form (a driver's resets show as 0)
  *   end-reason      string  "" | "stop-without-driver" | "timer-expired" |
  *                           "reset-after-stop"
  *   timer-armed-ms  int     remaining ms of the command timer, -1 if idle
@@ -393,6 +395,8 @@ struct VMMCIState {
     int64_t raise_time_ns;
     VMMCIAck acks[VMMCI_ACK_HISTORY];
     unsigned ack_count;         /* total number of COMMAND writes */
+    VMMCIAck status_writes[VMMCI_ACK_HISTORY];
+    unsigned status_count;      /* total number of DEVICE_STATUS writes */
 };
 
 static int64_t vmmci_realtime_ns(void)
@@ -668,13 +672,18 @@ static bool vmmci_ctl(VMMCIState *s, uint32_t cmd)
 
 /* ---- guest -> host (vmd vmmci_ack) -------------------------------------- */
 
-static void vmmci_ack(VMMCIState *s, uint32_t v)
+static void vmmci_log_write(VMMCIAck *log, unsigned *count, uint32_t v)
 {
-    VMMCIAck *a = &s->acks[s->ack_count % VMMCI_ACK_HISTORY];
+    VMMCIAck *a = &log[*count % VMMCI_ACK_HISTORY];
 
     a->value = v;
     a->ns = vmmci_realtime_ns();
-    s->ack_count++;
+    (*count)++;
+}
+
+static void vmmci_ack(VMMCIState *s, uint32_t v)
+{
+    vmmci_log_write(s->acks, &s->ack_count, v);
     vmmci_verbose(s, "COMMAND write %u (command=%u)", v, s->cmd);
 
     switch (v) {
@@ -853,6 +862,7 @@ static void vmmci_bar_write(void *opaque, hwaddr addr, uint64_t data,
         break;
     case VMMCI_REG_DEVICE_STATUS:
         s->status = val;
+        vmmci_log_write(s->status_writes, &s->status_count, val);
         break;
     case VMMCI_REG_COMMAND:
         if (size < 4) {
@@ -1243,20 +1253,33 @@ static char *vmmci_get_end_reason(Object *obj, Error **errp)
     return g_strdup(s->end_reason ? s->end_reason : "");
 }
 
-static char *vmmci_get_acks(Object *obj, Error **errp)
+static char *vmmci_format_log(const VMMCIAck *log, unsigned count)
 {
-    VMMCIState *s = VMMCI(obj);
     GString *str = g_string_new("");
-    unsigned n = MIN(s->ack_count, VMMCI_ACK_HISTORY);
+    unsigned n = MIN(count, VMMCI_ACK_HISTORY);
     unsigned i;
 
-    for (i = s->ack_count - n; i != s->ack_count; i++) {
-        VMMCIAck *a = &s->acks[i % VMMCI_ACK_HISTORY];
+    for (i = count - n; i != count; i++) {
+        const VMMCIAck *a = &log[i % VMMCI_ACK_HISTORY];
 
         g_string_append_printf(str, "%s%u:%" PRId64, str->len ? "," : "",
                                a->value, a->ns);
     }
     return g_string_free(str, false);
+}
+
+static char *vmmci_get_acks(Object *obj, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+
+    return vmmci_format_log(s->acks, s->ack_count);
+}
+
+static char *vmmci_get_status_log(Object *obj, Error **errp)
+{
+    VMMCIState *s = VMMCI(obj);
+
+    return vmmci_format_log(s->status_writes, s->status_count);
 }
 
 /* uint32 fields, read-only; opaque = offset into VMMCIState */
@@ -1477,6 +1500,11 @@ static void vmmci_class_add_properties(ObjectClass *oc)
     object_class_property_add_str(oc, "acks", vmmci_get_acks, NULL);
     object_class_property_set_description(oc, "acks",
         "last 16 COMMAND writes as value:ns,... oldest first (read-only)");
+    object_class_property_add_str(oc, "status-log", vmmci_get_status_log,
+                                  NULL);
+    object_class_property_set_description(oc, "status-log",
+        "last 16 DEVICE_STATUS writes as value:ns,... oldest first "
+        "(read-only)");
     object_class_property_add_str(oc, "end-reason", vmmci_get_end_reason,
                                   NULL);
     object_class_property_set_description(oc, "end-reason",
