@@ -183,12 +183,15 @@ class Suite:
                    % dev)
         return dev, drv
 
-    def acks(self, g, prop='acks'):
-        """[(value, host ns)] of the guest's COMMAND writes (or of those to
-        another register the model logs in that form)."""
-        text = g.get(prop)
+    def write_log(self, g, prop):
+        """[(value, host ns)] of the guest's writes the model logs in the
+        property prop ("value:ns,...": acks, status-log)."""
         return [tuple(int(x) for x in a.split(':'))
-                for a in text.split(',') if a]
+                for a in g.get(prop).split(',') if a]
+
+    def acks(self, g):
+        """[(value, host ns)] of the guest's COMMAND writes."""
+        return self.write_log(g, 'acks')
 
     def wait_sysfs(self, g, attr, want, timeout=15):
         """Read attr until want(value) holds; a read error (ENODATA) or a
@@ -809,14 +812,14 @@ class Suite:
         # Suspend and resume the devices (pm_test, no real sleep): the
         # driver's freeze and restore; vmd only talks to a DRIVER_OK device.
         g = self.boot(name)
-        booted = max([ns for _, ns in self.acks(g, 'status-log')] or [0])
+        booted = max([ns for _, ns in self.write_log(g, 'status-log')] or [0])
         g.sh('echo devices > /sys/power/pm_test; '
              'echo freeze > /sys/power/state', timeout=120)
         # The core resets the device at restore whatever the driver does;
         # only a freeze that quiesces it resets it earlier, and pm_test
         # holds the devices suspended for 5 s in between.  A freeze that
         # does nothing leaves the device live while the guest sleeps.
-        writes = [w for w in self.acks(g, 'status-log') if w[1] > booted]
+        writes = [w for w in self.write_log(g, 'status-log') if w[1] > booted]
         held = [(b[1] - a[1]) / NS for a, b in zip(writes, writes[1:])
                 if a[0] == 0]
         self.check('%s: the driver reset the device at freeze and it stayed '
