@@ -247,6 +247,10 @@ def build_kernel(name, base, upto, configs):
         args += ['--upto', str(upto)]
     for c in ['debug'] + configs:
         args += ['--config', c]
+    # W=1 only adds warnings, but kbuild rebuilds every object whose
+    # flags changed: scripts/test builds this directory W=1, and so must
+    # this, or each run after it recompiles the whole kernel.
+    args.append('W=1')
     say('building guest kernel "%s"' % name)
     build_dir = run(args).strip().splitlines()[-1]
     dest = os.path.join(CACHE, 'e2e', base, name)
