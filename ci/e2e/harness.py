@@ -543,6 +543,8 @@ class Qmp:
         if 'error' in reply:
             raise QmpError('%s: %s' % (name, reply['error'].get(
                 'desc', str(reply))))
+        if 'return' not in reply:
+            raise QmpError('%s: unexpected reply %r' % (name, reply))
         return reply['return']
 
     def close(self):

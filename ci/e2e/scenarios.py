@@ -12,6 +12,7 @@ import random
 import re
 import subprocess
 import time
+import traceback
 
 import harness
 from harness import NS, Guest
@@ -149,9 +150,9 @@ class Suite:
                 continue
             try:
                 fn(name)
-            except Exception as e:      # a scenario that breaks is a failure
+            except Exception:           # a scenario that breaks is a failure
                 self.check('%s: ran to the end' % name, False,
-                           '%s: %s' % (type(e).__name__, e))
+                           traceback.format_exc(limit=-4))
             finally:
                 # A scenario that broke off leaves its guest running
                 for g in self.guests:
