@@ -26,6 +26,31 @@ def label_axes(ax, title, xlabel, linthresh=None):
     ax.legend(fontsize='small')
 
 
+def plot_suspend(suspend, axes):
+    """|guest - host| after each host clock jump (the first repetition),
+    one subplot per jump, one curve per setup."""
+    labels = {'ntp': 'chrony, NTP to the host (no driver)',
+              'driver': 'virtio_vmmci alone (SYNCRTC)',
+              'driver+ntp': 'virtio_vmmci + chrony over NTP',
+              'driver+phc': 'virtio_vmmci + chrony, refclock PHC'}
+    jumps = sorted(suspend, key=int)
+    for ax, jump in zip(axes, jumps):
+        points = suspend[jump][0]['points']
+        for setup, label in labels.items():
+            pts = points.get(setup)
+            if pts:
+                ax.plot([p[0] for p in pts], [abs(p[1]) / 1e6 for p in pts],
+                        '.-', label=label)
+        ax.set_yscale('log')
+        ax.set_title('After a host clock jump of +%s s (a suspend)' % jump)
+        ax.set_xlabel('seconds after the jump')
+        ax.set_ylabel('|guest - host| (ms, log)')
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize='small')
+    for ax in axes[len(jumps):]:
+        ax.set_visible(False)
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] in ('-h', '--help'):
         print(__doc__)
@@ -34,10 +59,15 @@ def main():
         data = json.load(f)
     series = data.get('series', {})
     long_run = series.get('long', {})
-    if long_run:
-        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 4.5))
-    else:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    suspend = series.get('suspend', {})
+    rows = 2 if suspend else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(18, 4.5 * rows),
+                             squeeze=False)
+    ax1, ax2, ax3 = axes[0]
+    if not long_run:
+        ax3.set_visible(False)
+    if suspend:
+        plot_suspend(suspend, axes[1])
 
     pause = series.get('pause', {})
     for path, label, style in (('syncrtc', 'virtio_vmmci (SYNCRTC)', '-'),

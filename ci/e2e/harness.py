@@ -238,11 +238,12 @@ def write_cpio_gz(stage, out):
         raise RuntimeError('cpio failed')
 
 
-def build_kernel(name, base, upto, configs):
-    """Build the debug guest kernel (one build directory, incremental
-    between variants) and keep a copy of its bzImage and initramfs."""
+def build_kernel(name, base, upto, configs, build_name='e2e'):
+    """Build the debug guest kernel (in the build directory build_name,
+    incremental between variants) and keep a copy of its bzImage and
+    initramfs."""
     args = [os.path.join(TOP, 'scripts', 'build'), '--base', base,
-            '--name', 'e2e']
+            '--name', build_name]
     if upto is not None:
         args += ['--upto', str(upto)]
     for c in ['debug'] + configs:
@@ -560,7 +561,7 @@ class Guest:
     DEVICE = '/machine/peripheral/vmmci0'
 
     def __init__(self, qemu, kernel, workdir, device='', disk=None,
-                 append='', memory=1024):
+                 append='', memory=1024, net=None):
         self.qemu = qemu
         self.kernel = kernel
         self.workdir = workdir
@@ -570,6 +571,8 @@ class Guest:
         self.disk = disk
         self.append = append
         self.memory = memory
+        # a network for the guest's NIC (ntp.NtpNet), or none
+        self.net = net
         self.proc = None
         self.qmp = None
         self.sock = None
@@ -606,6 +609,8 @@ class Guest:
                '-device', dev]
         if self.disk:
             cmd += ['-drive', 'file=%s,if=virtio,format=raw' % self.disk]
+        if self.net:
+            cmd += self.net.qemu_args()
         with open(self.path('qemu.cmd'), 'w') as f:
             f.write(' '.join(cmd) + '\n')
         self.stderr = open(self.path('qemu.log'), 'w')
