@@ -58,7 +58,6 @@ class NtpNet:
         self.sock.bind(('127.0.0.1', 0))
         self.port = self.sock.getsockname()[1]
         self.qemu_port = free_udp_port()
-        self.requests = 0
         self.closed = False
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -126,7 +125,6 @@ class NtpNet:
         req = frame[udp + 8:udp + 8 + 48]
         if dport != 123 or len(req) < 48 or req[0] & 7 != 3:
             return None
-        self.requests += 1
         guest_ip = frame[26:30]
         version = (req[0] >> 3) & 7
 

@@ -1102,10 +1102,14 @@ class Suite:
 
     def start_chrony(self, g, ptp):
         """Start chronyd in the guest with the PTP clock as its source."""
+        self.run_chronyd(g, CHRONY_CONF.replace('PTP', ptp))
+
+    def run_chronyd(self, g, conf):
+        """Start chronyd in the guest with conf as /etc/chrony.conf (a
+        printf format: lines end in a backslash-n)."""
         # chronyd refuses a command socket directory others can read
         g.sh('mkdir -p -m 0750 /run/chrony; mkdir -p /var/lib/chrony')
-        g.sh('printf "%s" > /etc/chrony.conf' %
-             CHRONY_CONF.replace('PTP', ptp))
+        g.sh('printf "%s" > /etc/chrony.conf' % conf)
         g.sh('chronyd -f /etc/chrony.conf -u root -F 0 -L 0 '
              '-l /tmp/chronyd.log')
 
