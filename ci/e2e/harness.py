@@ -70,17 +70,20 @@ class Results:
         self.passed = 0
         self.failed = []
         self.start = time.time()
+        # scripts/test runs suites in threads: a result's lines stay together
+        self.lock = threading.Lock()
 
     def record(self, name, ok, detail=''):
         mins = (time.time() - self.start) / 60
-        print('%s %s  [%.1f min]' % ('PASS' if ok else 'FAIL', name, mins),
-              flush=True)
-        if ok:
-            self.passed += 1
-        else:
-            self.failed.append(name)
-            for line in str(detail).rstrip().splitlines()[-30:]:
-                print('    ' + line)
+        with self.lock:
+            print('%s %s  [%.1f min]' % ('PASS' if ok else 'FAIL', name,
+                                         mins), flush=True)
+            if ok:
+                self.passed += 1
+            else:
+                self.failed.append(name)
+                for line in str(detail).rstrip().splitlines()[-30:]:
+                    print('    ' + line, flush=True)
 
     def summary(self):
         if self.failed:
