@@ -154,7 +154,9 @@ GUEST_DEBS = ('chrony', 'linuxptp')
 GUEST_PROGRAMS = ('usr/sbin/chronyd', 'usr/bin/chronyc', 'usr/sbin/phc_ctl')
 
 
-def _guest_debs():
+def guest_debs():
+    """The packages of GUEST_DEBS unpacked into one directory (fetched
+    once): where the guest's programs and their files come from."""
     root = os.path.join(CACHE, 'guest-debs')
     done = os.path.join(root, 'unpacked')
     if not os.path.isdir(done):
@@ -210,7 +212,7 @@ def make_initramfs(dest, add_modules=None):
     shutil.copy(os.path.join(guest, 'profile'),
                 os.path.join(stage, 'etc', 'profile'))
     _guest_tool(os.path.join(stage, 'bin', 'vmmci-guest'))
-    debs = _guest_debs()
+    debs = guest_debs()
     for rel in GUEST_PROGRAMS:
         _copy_program(os.path.join(debs, rel), stage, rel)
     with open(os.path.join(stage, 'etc', 'passwd'), 'w') as f:

@@ -190,6 +190,10 @@ class Suite:
         return [tuple(int(x) for x in a.split(':'))
                 for a in g.get(prop).split(',') if a]
 
+    def last_write(self, g, prop):
+        """The host ns of the newest write in prop's log, 0 if none."""
+        return max((ns for _, ns in self.write_log(g, prop)), default=0)
+
     def acks(self, g):
         """[(value, host ns)] of the guest's COMMAND writes."""
         return self.write_log(g, 'acks')
@@ -764,7 +768,7 @@ class Suite:
         # Unless the bind reads ISR, the IOAPIC never delivers it, and the
         # device can raise nothing again (the jump below goes unfixed).
         g.sh('modprobe -r virtio_vmmci')
-        before = max([ns for _, ns in self.acks(g)] or [0])
+        before = self.last_write(g, 'acks')
         g.set('raise', 3)
         g.sh('modprobe virtio_vmmci')
         acked = 3 in self.wait_value(
@@ -826,7 +830,7 @@ class Suite:
         # Suspend and resume the devices (pm_test, no real sleep): the
         # driver's freeze and restore; vmd only talks to a DRIVER_OK device.
         g = self.boot(name)
-        booted = max([ns for _, ns in self.write_log(g, 'status-log')] or [0])
+        booted = self.last_write(g, 'status-log')
         g.sh('echo devices > /sys/power/pm_test; '
              'echo freeze > /sys/power/state', timeout=120)
         # The core resets the device at restore whatever the driver does;
