@@ -772,15 +772,55 @@ class Guest:
         the model's stamp.  Returns (offset_ns, bound_ns)."""
         self.set('time-probe-log', '')
         self.sh('vmmci-guest ref %d' % samples)
-        best = None
+        taken = self._time_probe_samples()
+        if not taken:
+            raise RuntimeError('the time probe took no sample')
+        return min(taken, key=lambda s: s[1])
+
+    def _time_probe_samples(self):
+        """The time probe's samples since its log was cleared, in order:
+        (guest minus host ns, bound ns) from the guest's bracket (t1, t2)
+        around the model's stamp."""
+        out = []
         for entry in filter(None, self.get('time-probe-log').split(',')):
             t1, host, t2 = (int(x) for x in entry.split(':'))
-            cand = ((t1 + t2) // 2 - host, (t2 - t1 + 1) // 2)
-            if best is None or cand[1] < best[1]:
-                best = cand
-        if best is None:
-            raise RuntimeError('the time probe took no sample')
-        return best
+            out.append(((t1 + t2) // 2 - host, (t2 - t1 + 1) // 2))
+        return out
+
+    # Time-probe samples per drift read: the narrowest is kept; the first
+    # after an exec is slowed by translating the code (TCG).
+    DRIFT_REF_SAMPLES = 3
+    # The model keeps the last 64 samples (VMMCI_PROBE_LOG, ci/qemu/vmmci.c)
+    TIME_PROBE_LOG = 64
+
+    def drift_read(self, n):
+        """n reads of drift_ns, a second apart (vmmci-guest drift-read):
+        dicts of drift_ns, its uncertainty (unc), the register probe read
+        right after it (reg, reg_bound) and, with the time probe on, the
+        narrowest of the samples taken between the two (ref, ref_bound).
+        One guest process does it all, so a skewed host clock moves the
+        truth by no more than the skew times a few microseconds."""
+        k = self.DRIFT_REF_SAMPLES
+        reads = []
+        while len(reads) < n:
+            m = min(n - len(reads), self.TIME_PROBE_LOG // k)
+            self.set('time-probe-log', '')
+            out = self.sh('vmmci-guest drift-read %d %d' % (m, k),
+                          timeout=m * 5 + 60).splitlines()
+            refs = self._time_probe_samples()
+            if refs and len(refs) != k * len(out):
+                raise RuntimeError('%d time-probe samples for %d drift reads'
+                                   % (len(refs), len(out)))
+            for i, line in enumerate(out):
+                drift, unc, reg, reg_bound = (int(x) for x in line.split())
+                reads.append({'drift': drift, 'unc': unc, 'reg': reg,
+                              'reg_bound': reg_bound})
+                if refs:
+                    reads[-1]['ref'], reads[-1]['ref_bound'] = \
+                        min(refs[i * k:(i + 1) * k], key=lambda s: s[1])
+            if len(out) < m:
+                break       # ENODATA: drift_ns had no valid measurement
+        return reads
 
     def sysfs(self, attr, check=True):
         """The driver's sysfs file attr; with check=False, a read error

@@ -614,9 +614,11 @@ class Suite:
     def drift_ref(self, g, label):
         """Read drift_ns, then the time probe: they must agree within
         REF_BOUND_NS.  Returns drift_ns."""
-        d = int(g.sysfs('drift_ns'))
-        u = int(g.sysfs('drift_uncertainty_ns'))
-        ref, ref_unc = g.ref_offset()
+        reads = g.drift_read(1)
+        if not reads:
+            raise RuntimeError('drift_ns had no valid measurement')
+        r = reads[0]
+        d, u, ref, ref_unc = r['drift'], r['unc'], r['ref'], r['ref_bound']
         self.check('%s: drift_ns within %d ms of the time probe (drift_ns '
                    '%.1f us +- %.1f, probe %.1f us +- %.1f)' %
                    (label, REF_BOUND_NS // 1000000, d / 1e3, u / 1e3,

@@ -12,10 +12,12 @@
  *   vmmci-guest probe [N]      guest minus host time, read from the vmmci
  *                              device's registers (not through its driver),
  *                              best of N samples: "OFFSET_NS BOUND_NS"
- *   vmmci-guest drift-read N   read drift_ns (the driver measures it then)
+ *   vmmci-guest drift-read N K read drift_ns (the driver measures it then)
  *                              N times, a second apart, and print each with
  *                              its uncertainty and a probe:
- *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS"
+ *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS";
+ *                              with the time probe, K samples of it right
+ *                              after each read of drift_ns
  *   vmmci-guest ref N          N samples of the model's test-only time
  *                              probe (time-probe=on): writes CLOCK_REALTIME
  *                              before and after the write the model stamps
@@ -118,23 +120,35 @@ static unsigned long find_bar(void)
  * write t1 = CLOCK_REALTIME, which the model stamps with its host clock,
  * then t2, read after that write; the host reads the samples over QMP.
  */
-static int cmd_ref(int n)
+static unsigned long open_time_probe(void)
 {
 	unsigned long bar = find_bar_n(1);
+
+	return bar && !ioperm(bar, 16, 1) ? bar : 0;
+}
+
+static void time_probe_sample(unsigned long bar)
+{
 	int64_t t1, t2;
 
-	if (!bar || ioperm(bar, 16, 1)) {
+	t1 = now_ns();
+	outl((uint32_t)t1, bar);
+	outl((uint32_t)((uint64_t)t1 >> 32), bar + 4);
+	t2 = now_ns();
+	outl((uint32_t)t2, bar + 8);
+	outl((uint32_t)((uint64_t)t2 >> 32), bar + 12);
+}
+
+static int cmd_ref(int n)
+{
+	unsigned long bar = open_time_probe();
+
+	if (!bar) {
 		fprintf(stderr, "vmmci-guest: no time probe\n");
 		return 1;
 	}
-	for (int i = 0; i < n; i++) {
-		t1 = now_ns();
-		outl((uint32_t)t1, bar);
-		outl((uint32_t)((uint64_t)t1 >> 32), bar + 4);
-		t2 = now_ns();
-		outl((uint32_t)t2, bar + 8);
-		outl((uint32_t)((uint64_t)t2 >> 32), bar + 12);
-	}
+	for (int i = 0; i < n; i++)
+		time_probe_sample(bar);
 	return 0;
 }
 
@@ -232,9 +246,9 @@ static int drift_dir(char *path, size_t len)
 	return ret;
 }
 
-static int cmd_drift_read(int n)
+static int cmd_drift_read(int n, int k)
 {
-	unsigned long bar = open_device();
+	unsigned long bar = open_device(), ref = open_time_probe();
 	char dir[300], path[400], buf[64], unc[64];
 	int64_t offset, bound;
 
@@ -248,11 +262,18 @@ static int cmd_drift_read(int n)
 		snprintf(path, sizeof(path), "%s/drift_ns", dir);
 		if (read_file(path, buf, sizeof(buf)))
 			continue;	/* ENODATA: no valid measurement */
-		if (probe(bar, 5, &offset, &bound))
-			continue;
+		/* a skewed host clock moves the truth while we wait */
+		for (int j = 0; ref && j < k; j++)
+			time_probe_sample(ref);
+		if (probe(bar, 5, &offset, &bound)) {
+			fprintf(stderr, "vmmci-guest: no valid probe\n");
+			return 1;
+		}
 		snprintf(path, sizeof(path), "%s/drift_uncertainty_ns", dir);
-		if (read_file(path, unc, sizeof(unc)))
-			continue;
+		if (read_file(path, unc, sizeof(unc))) {
+			fprintf(stderr, "vmmci-guest: %s unreadable\n", path);
+			return 1;
+		}
 		printf("%lld %lld %lld %lld\n", atoll(buf), atoll(unc),
 		       (long long)offset, (long long)bound);
 		fflush(stdout);
@@ -323,7 +344,7 @@ static int cmd_set_offset(long long delta)
 static int usage(void)
 {
 	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | "
-		"probe [N] | ref N | drift-read N | narrow-read OFF | "
+		"probe [N] | ref N | drift-read N K | narrow-read OFF | "
 		"phc-read DEV N\n");
 	return 2;
 }
@@ -347,8 +368,8 @@ int main(int argc, char **argv)
 		return cmd_ref(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "narrow-read"))
 		return cmd_narrow_read(strtoul(argv[2], NULL, 0));
-	if (argc == 3 && !strcmp(argv[1], "drift-read"))
-		return cmd_drift_read(atoi(argv[2]));
+	if (argc == 4 && !strcmp(argv[1], "drift-read"))
+		return cmd_drift_read(atoi(argv[2]), atoi(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "phc-read"))
 		return cmd_phc_read(argv[2], atoi(argv[3]));
 	return usage();
