@@ -41,14 +41,18 @@ need_pkgs() {
 	[ -z "$missing" ] && return 0
 	say "installing:$missing"
 	mkdir -p "$VMMCI_CACHE"
+	# A log of its own: scripts/test installs from two threads at once
+	apt_log=$VMMCI_CACHE/apt.$$.log
 	# shellcheck disable=SC2086
 	if ! { [ -f "$VMMCI_CACHE/.apt-updated" ] || apt_get update -q; } \
-		>"$VMMCI_CACHE/apt.log" 2>&1 ||
+		>"$apt_log" 2>&1 ||
 	    ! apt_get install -y -q --no-install-recommends $missing \
-		>>"$VMMCI_CACHE/apt.log" 2>&1; then
-		cat "$VMMCI_CACHE/apt.log" >&2
+		>>"$apt_log" 2>&1; then
+		cat "$apt_log" >&2
+		rm -f "$apt_log"
 		die "could not install:$missing"
 	fi
+	rm -f "$apt_log"
 	touch "$VMMCI_CACHE/.apt-updated"
 }
 
