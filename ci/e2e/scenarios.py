@@ -69,10 +69,11 @@ class Suite:
         driver as a module (m) and built in (y)."""
         self.qemu = harness.build_qemu()
         # In this order the one build directory goes from fewer to more
-        # patches, and only what changed is rebuilt.
+        # patches, and only what changed is rebuilt (scripts/test builds
+        # the upstream base's last with the driver =y).
         variants = {'unpatched': (0, []), 'm': (None, ['vmmci-m']),
                     'y': (None, ['vmmci-y'])}
-        for kind in ('unpatched', 'm', 'y'):
+        for kind in ('unpatched', 'y', 'm'):
             if kind in kinds:
                 upto, configs = variants[kind]
                 self.kernels[kind] = harness.build_kernel(
