@@ -35,7 +35,7 @@ SPLAT = re.compile(
     r'possible circular locking|inconsistent lock state|'
     r'possible recursive locking|ODEBUG|Oops|general protection fault|'
     r'Kernel panic|kmemleak: \d+ new suspected|blocked for more than|'
-    r'lockdep is turned off')
+    r'lockdep is turned off|memory leak detector disabled')
 
 
 def conf():

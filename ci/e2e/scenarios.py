@@ -33,6 +33,7 @@ SYNC_BOUND_NS = 100 * 1000000
 # SYNCRTC residual, drift error, chrony on the PTP clock
 REF_BOUND_NS = 1000000
 ATTRS = ('drift_ns', 'drift_uncertainty_ns')
+KMEMLEAK = '/sys/kernel/debug/kmemleak'
 
 
 # What a Debian kernel's initramfs holds besides our modules: its own
@@ -277,19 +278,31 @@ class Suite:
         clean, report = harness.disk_clean(disk)
         self.check('%s: filesystem clean' % name, clean, report)
 
-    def check_kmemleak(self, name, g):
-        """kmemleak reports nothing from virtio or the driver."""
+    def kmemleak_start(self, g):
+        """Start the scenario's kmemleak window: scan, and forget what is
+        suspected so far (the boot's).  kmemleak reports an object only
+        once it is 5 s old, hence the wait.  Returns whether kmemleak
+        took both commands."""
+        out = g.sh('sleep 5; echo scan > %s && echo clear > %s && echo ok'
+                   % (KMEMLEAK, KMEMLEAK), timeout=600, check=False)
+        return out.strip().endswith('ok')
+
+    def check_kmemleak(self, name, g, started):
+        """kmemleak is still enabled and suspects no leak from the window
+        kmemleak_start() opened (started is what it returned)."""
         # kmemleak reports objects unreferenced for two scans
-        leaks = g.sh('echo scan > /sys/kernel/debug/kmemleak; sleep 6; '
-                     'echo scan > /sys/kernel/debug/kmemleak; '
-                     'cat /sys/kernel/debug/kmemleak', timeout=600)
-        ours = [b for b in leaks.split('unreferenced object')
-                if re.search(r'vmmci|virtio', b)]
-        self.check('%s: kmemleak reports nothing from virtio or the driver'
-                   % name, not ours, leaks[:3000])
-        if leaks.strip():
-            harness.say('%s: kmemleak, unrelated to virtio:\n%s' %
-                        (name, leaks[:2000]))
+        out = g.sh('echo scan > %s && sleep 6 && echo scan > %s && '
+                   'cat %s && echo "kmemleak: read"' %
+                   (KMEMLEAK, KMEMLEAK, KMEMLEAK), timeout=600, check=False)
+        read = out.rstrip().endswith('kmemleak: read')
+        disabled = 'Kernel memory leak detector disabled' in g.console()
+        self.check('%s: kmemleak enabled and scanning' % name,
+                   started and read and not disabled, out[-1000:])
+        leaks = out.rstrip()[:-len('kmemleak: read')] if read else ''
+        records = leaks.count('unreferenced object')
+        self.check('%s: kmemleak suspects no leak since the scenario started '
+                   '(%d records)' % (name, records), read and not records,
+                   leaks[:3000])
 
     def step_after(self, g, action, timeout=15):
         """Run action() and wait for the driver's next clock step; return
@@ -326,7 +339,27 @@ class Suite:
         want = 'XT-PIC' if 'noapic' in self.append else 'IO-APIC'
         self.check('%s: the device\'s interrupt comes through the %s' %
                    (name, want), want in irqs, irqs)
+        self.check_probed(name, g, dev)
         self.finish(name, g)
+
+    def check_probed(self, name, g, dev):
+        """What a bound driver shows: the features vmd offers negotiated,
+        the sysfs files there and read-only, drift_ns measured."""
+        feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
+        self.check('%s: features as offered (TIMESYNC ACK SYNCRTC)' % name,
+                   feats.startswith('111') and g.get('guest-features') == 7
+                   and g.get('driver-ok'), feats)
+        files = g.sh('ls /sys/bus/virtio/devices/%s/' % dev).split()
+        self.check('%s: sysfs files present' % name,
+                   all(a in files for a in ATTRS), ' '.join(files))
+        drift = self.wait_sysfs(g, 'drift_ns',
+                                lambda v: re.match(r'^-?\d+$', v or ''))
+        self.check('%s: drift_ns measured at probe' % name,
+                   re.match(r'^-?\d+$', drift or ''), drift)
+        modes = g.sh('cd /sys/bus/virtio/devices/%s && stat -c %%a %s'
+                     % (dev, ' '.join(ATTRS)))
+        self.check('%s: sysfs files read-only (0444)' % name,
+                   modes.split() == ['444'] * len(ATTRS), modes)
 
     def pci_dev(self, g):
         """The PCI address of vmd's device (vendor 0x0b5d)."""
@@ -404,8 +437,9 @@ class Suite:
         kernel (KASAN, lockdep, kmemleak), built W=1 against its build
         directory: its error paths on devices vmd never makes (a memory
         BAR, no interrupt pin), then bind, rmmod/insmod x20 with SYNCRTC
-        in between, a suspend and resume of the devices, a clock jump
-        fixed; kmemleak finds nothing, no splat.  The kernel's virtio_pci,
+        in between, a SYNCRTC raised while it is unloaded, a suspend and
+        resume of the devices (reset held in between), a clock jump
+        fixed; kmemleak suspects nothing, no splat.  The kernel's virtio_pci,
         which has the series' quirk, binds the device first: the test
         hands it to vmmci_pci with driver_override."""
         kernel = 'y-vmmci-pci'
@@ -426,17 +460,19 @@ class Suite:
                            ('intx=off', 'no interrupt line')):
             label = '%s-%s' % (name, prop.split('=')[0])
             g = self.boot(label, kernel=kernel, device=prop, memory=768)
+            leak = self.kmemleak_start(g)
             log = hand_over(g)
             self.check('%s: vmmci_pci says "%s" and binds nothing' %
                        (label, want), want in log and not self.pci_driver(g)
                        and not self.vdev(g), log)
-            self.check_kmemleak(label, g)
+            self.check_kmemleak(label, g, leak)
             self.check('%s: vmmci_pci unloads' % label,
                        g.sh('rmmod vmmci_pci && echo unloaded') ==
                        'unloaded', '')
             self.finish(label, g)
 
         g = self.boot(name, kernel=kernel, memory=768)
+        leak = self.kmemleak_start(g)
         hand_over(g)
         dev, drv = self.bound_driver(g)
         self.check('%s: vmmci_pci bound, %s bound to virtio_vmmci' %
@@ -453,18 +489,21 @@ class Suite:
         self.check('%s: rmmod/insmod of vmmci_pci x%d with SYNCRTC in '
                    'between, bound each time' % (name, RELOADS_DISTRO),
                    not failures, '\n'.join(failures))
-        g.sh('echo devices > /sys/power/pm_test; '
-             'echo freeze > /sys/power/state', timeout=120)
+        self.raise_while_unloaded(
+            name, g, 'vmmci_pci', 'rmmod vmmci_pci',
+            'insmod /lib/modules/extra/vmmci_pci.ko')
+        self.suspend_devices(name, g)
         self.check('%s: DRIVER_OK set again after a suspend and resume' %
                    name, g.get('driver-ok'), '')
         self.check_jump_fixed(g, '%s: after resume' % name, 30 * NS)
-        self.check_kmemleak(name, g)
+        self.check_kmemleak(name, g, leak)
         self.finish(name, g)
 
     def reload_distro(self, name):
         """rmmod and modprobe of both DKMS modules, RELOADS_DISTRO times,
         each time bound again, with a SYNCRTC in between; then a host clock
-        jump is still fixed and a stop is clean."""
+        jump is still fixed, a SYNCRTC raised while the modules are out
+        leaves the device able to interrupt, and a stop is clean."""
         g, disk = self.boot_with_disk(name)
         failures = []
         for i in range(RELOADS_DISTRO):
@@ -480,6 +519,9 @@ class Suite:
                    'bound each time' % (name, RELOADS_DISTRO),
                    not failures, '\n'.join(failures))
         self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
+        self.raise_while_unloaded(
+            name, g, 'vmmci_pci', 'rmmod virtio_vmmci && rmmod vmmci_pci',
+            'modprobe vmmci_pci && modprobe virtio_vmmci')
         self.stop_with_data(name, g, disk)
 
     def probe_builtin(self, name):
@@ -487,21 +529,7 @@ class Suite:
         dev, drv = self.bound_driver(g)
         self.check('%s: %s bound to virtio_vmmci' % (name, dev),
                    drv == 'virtio_vmmci', drv)
-        feats = g.sh('cat /sys/bus/virtio/devices/%s/features' % dev)
-        self.check('%s: features as offered (TIMESYNC ACK SYNCRTC)' % name,
-                   feats.startswith('111') and g.get('guest-features') == 7
-                   and g.get('driver-ok'), feats)
-        files = g.sh('ls /sys/bus/virtio/devices/%s/' % dev).split()
-        self.check('%s: sysfs files present' % name,
-                   all(a in files for a in ATTRS), ' '.join(files))
-        drift = self.wait_sysfs(g, 'drift_ns',
-                                lambda v: re.match(r'^-?\d+$', v or ''))
-        self.check('%s: drift_ns measured at probe' % name,
-                   re.match(r'^-?\d+$', drift or ''), drift)
-        modes = g.sh('cd /sys/bus/virtio/devices/%s && stat -c %%a %s'
-                     % (dev, ' '.join(ATTRS)))
-        self.check('%s: sysfs files read-only (0444)' % name,
-                   modes.split() == ['444'] * len(ATTRS), modes)
+        self.check_probed(name, g, dev)
         self.finish(name, g)
 
         # The negative control of finish()'s check of the accesses: a
@@ -662,10 +690,13 @@ class Suite:
         down (ours reset), and vmd ends the VM 3 s later; a host that
         ignores the notice leaves a halted guest, not a panicked one."""
         g = self.boot(name)
+        booted = self.last_write(g, 'status-log')
         g.sh_async('poweroff')
         end = g.wait_end(60)
         acks = self.acks(g)
         notice = [ns for v, ns in acks if v == 1]
+        resets = [ns for v, ns in self.write_log(g, 'status-log')
+                  if v == 0 and ns > booted]
         con = g.console()
         self.check('%s: guest told the host with SHUTDOWN' % name,
                    notice, str(acks))
@@ -674,10 +705,12 @@ class Suite:
                    end and notice and end - notice[0] < 4 * NS and
                    g.end_reason() == 'timer-expired', g.end_reason())
         self.check('%s: notice sent after the devices were shut down (ours '
-                   'reset), the guest waiting for the host' % name,
-                   'filesystems unmounted' in con and
-                   g.get('status') == 0 and 'halting' not in con,
-                   'status %s' % g.get('status'))
+                   'reset first), the guest waiting for the host' % name,
+                   'filesystems unmounted' in con and notice and resets and
+                   resets[0] < notice[0] and g.get('status') == 0 and
+                   'halting' not in con,
+                   'resets (host ns) %s, notice %s, status %s' %
+                   (resets, notice, g.get('status')))
         self.finish(name, g)
 
         # vmd ignores the notice while COMMAND holds another value
@@ -706,14 +739,14 @@ class Suite:
         took = (end - raised) if end else -1
         reason = g.end_reason()
         rebooted = 'host requested a reboot' in g.console()
-        self.check('%s: no ack; the VM ended %.1f s after the stop by %s' %
-                   (name, took / NS, reason),
-                   end and not self.acks(g) and (
+        self.check('%s: no ack, the driver started a reboot; the VM ended %.1f s '
+                   'after the stop by %s' % (name, took / NS, reason),
+                   end and not self.acks(g) and rebooted and (
                        (reason == 'timer-expired' and
                         3 * NS <= took < 3.5 * NS) or
-                       (reason == 'reset-after-stop' and took < 3 * NS and
-                        rebooted)),
-                   '%s %s' % (reason, self.acks(g)))
+                       (reason == 'reset-after-stop' and took < 3 * NS)),
+                   '%s %s, "host requested a reboot" in the console: %s' %
+                   (reason, self.acks(g), rebooted))
         self.finish(name, g)
 
     def no_driver(self, name):
@@ -747,6 +780,7 @@ class Suite:
 
     def rebind(self, name):
         g = self.boot(name, kernel='m', memory=768)
+        leak = self.kmemleak_start(g)
         dev = self.vdev(g)
         drv = '/sys/bus/virtio/drivers/virtio_vmmci'
         failures = []
@@ -766,23 +800,34 @@ class Suite:
         self.check('%s: rmmod/insmod x20 with SYNCRTC in between' % name,
                    not failures, ' '.join(failures))
         self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
-        # vmd keeps ISR, and INTx up, over the reset of an unload: a change
-        # raised while no driver is bound holds the line at the next bind.
-        # Unless the bind reads ISR, the IOAPIC never delivers it, and the
-        # device can raise nothing again (the jump below goes unfixed).
-        g.sh('modprobe -r virtio_vmmci')
+        self.raise_while_unloaded(name, g, 'virtio_vmmci',
+                                  'modprobe -r virtio_vmmci',
+                                  'modprobe virtio_vmmci')
+        self.check_kmemleak(name, g, leak)
+        self.finish(name, g)
+
+    def raise_while_unloaded(self, name, g, what, unload, load):
+        """A SYNCRTC raised while the module what is unloaded (the device
+        reset).  The driver reads COMMAND when it binds, so the request is
+        acked at the next load whatever the transport does.  vmd keeps
+        ISR, and INTx up, over the reset: on the IOAPIC, the line that rose
+        while the pin was masked is never delivered, and unless the
+        transport reads ISR when the driver binds, the line stays up and
+        the device can raise nothing again: the next clock jump goes
+        unfixed."""
+        g.sh(unload)
         before = self.last_write(g, 'acks')
         g.set('raise', 3)
-        g.sh('modprobe virtio_vmmci')
+        g.sh(load)
         acked = 3 in self.wait_value(
             lambda: [v for v, ns in self.acks(g) if ns > before],
             lambda got: 3 in got, 15)
-        self.check('%s: a SYNCRTC raised while unloaded is acked at the next '
-                   'load' % name, acked, 'acks: %s' % self.acks(g))
-        self.check_jump_fixed(g, '%s: after a change raised while unloaded'
-                              % name, 30 * NS)
-        self.check_kmemleak(name, g)
-        self.finish(name, g)
+        self.check('%s: a SYNCRTC raised while %s was unloaded is acked at '
+                   'the next load (read at probe)' % (name, what), acked,
+                   'acks: %s' % self.acks(g))
+        self.check_jump_fixed(g, '%s: after a SYNCRTC raised while %s was '
+                              'unloaded, the device interrupts again' %
+                              (name, what), 30 * NS)
 
     def reload_under_fire(self, name):
         """rmmod/insmod RELOADS times while the host raises commands (a
@@ -797,6 +842,7 @@ class Suite:
         when the driver binds (VP_QUIRK_ISR_SURVIVES_RESET); rebind checks
         that case alone."""
         g, disk = self.boot_with_disk(name, kernel='m')
+        leak = self.kmemleak_start(g)
         dev = self.vdev(g)
         n = RELOADS
         # In a subshell: the interactive shell must not see the job end
@@ -826,28 +872,14 @@ class Suite:
                    done == str(n) and bound == 'bound' and g.get('driver-ok'),
                    'reloads done: %r, %s' % (done, bound))
         self.check_jump_fixed(g, '%s: after the reloads' % name, 30 * NS)
-        self.check_kmemleak(name, g)
+        self.check_kmemleak(name, g, leak)
         self.stop_with_data(name, g, disk)
 
     def suspend_resume(self, name):
         # Suspend and resume the devices (pm_test, no real sleep): the
         # driver's freeze and restore; vmd only talks to a DRIVER_OK device.
         g = self.boot(name)
-        booted = self.last_write(g, 'status-log')
-        g.sh('echo devices > /sys/power/pm_test; '
-             'echo freeze > /sys/power/state', timeout=120)
-        # The core resets the device at restore whatever the driver does;
-        # only a freeze that quiesces it resets it earlier, and pm_test
-        # holds the devices suspended for 5 s in between.  A freeze that
-        # does nothing leaves the device live while the guest sleeps.
-        writes = [w for w in self.write_log(g, 'status-log') if w[1] > booted]
-        held = [(b[1] - a[1]) / NS for a, b in zip(writes, writes[1:])
-                if a[0] == 0]
-        self.check('%s: the driver reset the device at freeze and it stayed '
-                   'reset until restore (%s s)' % (
-                       name, ', '.join('%.1f' % h for h in held)),
-                   any(h >= 2 for h in held),
-                   'DEVICE_STATUS writes after boot: %s' % writes)
+        self.suspend_devices(name, g)
         self.check('%s: DRIVER_OK set again after resume' % name,
                    g.get('driver-ok'), '')
         self.check_jump_fixed(g, '%s: after resume' % name, 20 * NS)
@@ -857,6 +889,25 @@ class Suite:
                    end and g.end_reason() == 'reset-after-stop',
                    g.end_reason())
         self.finish(name, g)
+
+    def suspend_devices(self, name, g):
+        """Suspend and resume the devices (pm_test) and check that the
+        device was reset at freeze and held reset until restore."""
+        before = self.last_write(g, 'status-log')
+        g.sh('echo devices > /sys/power/pm_test; '
+             'echo freeze > /sys/power/state', timeout=120)
+        # The core resets the device at restore whatever the driver does;
+        # only a freeze that quiesces it resets it earlier, and pm_test
+        # holds the devices suspended for 5 s in between.  A freeze that
+        # does nothing leaves the device live while the guest sleeps.
+        writes = [w for w in self.write_log(g, 'status-log') if w[1] > before]
+        held = [(b[1] - a[1]) / NS for a, b in zip(writes, writes[1:])
+                if a[0] == 0]
+        self.check('%s: the device was reset at freeze and stayed reset '
+                   'until restore (%s s)' % (
+                       name, ', '.join('%.1f' % h for h in held)),
+                   any(h >= 2 for h in held),
+                   'DEVICE_STATUS writes since the suspend: %s' % writes)
 
     # A hostile or faulty host: the model's fault modes
 
@@ -1019,20 +1070,25 @@ class Suite:
                    g.get('guest-features') == 7 and g.get('driver-ok'),
                    str(g.get('guest-features')))
 
+        acked = []
+
         def syncrtc_while_stopping(g):
             g.set('raise', 3)
+            raised = g.get('raise-time-ns')
+            acked.extend(self.wait_value(
+                lambda: [v for v, ns in self.acks(g) if ns >= raised],
+                lambda got: 3 in got, 3))
         self.stop_with_data(name, g, disk, during=syncrtc_while_stopping)
-        self.check('%s: SYNCRTC during the stop acked, no step' % name,
+        self.check('%s: SYNCRTC during the stop acked, not followed' % name,
+                   3 in acked and
                    'ignoring a clock sync while stopping' in g.console(),
-                   '')
+                   'COMMAND writes after the raise: %s' % acked)
 
     def faults_stop_race(self, name):
         """SHUTDOWN, then REBOOT before the guest acked it: one orderly
         stop, and the data is on disk."""
         g, disk = self.boot_with_disk(name, device='long-timeout-ms=15000')
-        payload = 'written before SHUTDOWN then REBOOT %08x\n' % \
-            random.getrandbits(32)
-        g.sh('echo %s > /mnt/data.txt' % payload.strip())
+        payload = self.write_unsynced(name, g, disk)
         g.request('shutdown')
         g.request('reboot')
         end = g.wait_end(60)
@@ -1053,6 +1109,7 @@ class Suite:
         seed = int(os.environ.get('VMMCI_SOAK_SEED', time.time()))
         rng = random.Random(seed)
         g, disk = self.boot_with_disk(name)
+        leak = self.kmemleak_start(g)
         g.sh('(while [ ! -e /tmp/soak.stop ]; do date >> /mnt/soak.log; '
              'cat /sys/bus/virtio/drivers/virtio_vmmci/*/drift_ns; '
              'sleep 0.2; done >/dev/null 2>&1 &)')
@@ -1096,7 +1153,7 @@ class Suite:
                                                off / 1e6, unc / 1e6),
                    stepped and abs(off) + unc < SYNC_BOUND_NS,
                    'sync_count %s' % got)
-        self.check_kmemleak(name, g)
+        self.check_kmemleak(name, g, leak)
         self.stop_with_data(name, g, disk)
 
     # The PTP clock
