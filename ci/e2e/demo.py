@@ -47,7 +47,7 @@ def main():
     results = harness.Results()
     workdir = os.path.join(harness.CACHE, 'demo')
     suite = scenarios.Suite(results, args.base, workdir)
-    tell('Building: Debian linux-source-%s + the series, QEMU 7.2 + the '
+    tell('Building: Debian linux-source-%s + the series, Debian\'s QEMU + the '
          'vmmci model' % args.base)
     suite.prepare(('y',))
 

@@ -6,7 +6,8 @@
  * A plain conventional PCI device (not QEMU's virtio-pci) that reproduces the
  * guest-visible behaviour of the vmmci device OpenBSD's vmd gives every VM:
  * a legacy ("0.9") virtio header in a 4 KiB I/O BAR, no virtqueues, INTx
- * only.  Written against QEMU 7.2.  The contract is the project's
+ * only.  Builds against QEMU 7.2 (Debian 12) and 10.0 (Debian 13), see
+ * "QEMU version compatibility" below.  The contract is the project's
  * vmmci-device.md specification (sections 1-7, requirements M1-M19).
  *
  * PCI identity (M1): 0b5d:0777 rev 0, class 0x078000, subsystem 0b5d:ffff,
@@ -197,7 +198,7 @@
  *   "vmmci: end-reason=<reason>: <details>"
  *
  * Guest reset while a stop is pending (M14): vmd does not restart a VM that
- * resets while it is marked as shutting down.  QEMU 7.2 has exactly that
+ * resets while it is marked as shutting down.  QEMU (7.2 and 10.0) has that
  * policy as a global: reboot_action (-action reboot=shutdown, -no-reboot),
  * consulted by qemu_system_reset_request(), which then requests a shutdown
  * instead of a reset.  The device sets reboot_action = shutdown while a stop
@@ -235,9 +236,35 @@
 #include "hw/pci/pci.h"
 #include "hw/qdev-properties.h"
 #include "migration/vmstate.h"
+#include "qom/object.h"
+
+/*
+ * QEMU version compatibility: one source for QEMU 7.2 (Debian 12) and 10.0
+ * (Debian 13).  QEMU_VERSION_MAJOR/MINOR come from config-host.h, which
+ * qemu/osdep.h includes.  Each guard names the release that made the change.
+ */
+#define VMMCI_QEMU_VERSION (QEMU_VERSION_MAJOR * 100 + QEMU_VERSION_MINOR)
+
+#if VMMCI_QEMU_VERSION >= 1000          /* include/sysemu -> include/system */
+#include "system/runstate.h"
+#include "system/runstate-action.h"
+#else
 #include "sysemu/runstate.h"
 #include "sysemu/runstate-action.h"
-#include "qom/object.h"
+#endif
+
+#if VMMCI_QEMU_VERSION >= 800           /* PCIDevice moved out of pci.h */
+#include "hw/pci/pci_device.h"
+#endif
+
+#if VMMCI_QEMU_VERSION >= 1000
+/* const Property arrays, counted with ARRAY_SIZE, no terminator */
+#define VMMCI_PROPS_CONST const
+#define VMMCI_PROPS_END
+#else
+#define VMMCI_PROPS_CONST
+#define VMMCI_PROPS_END DEFINE_PROP_END_OF_LIST(),
+#endif
 
 #define TYPE_VMMCI "vmmci"
 OBJECT_DECLARE_SIMPLE_TYPE(VMMCIState, VMMCI)
@@ -1691,14 +1718,18 @@ static void vmmci_prop_features_default(ObjectProperty *op,
 }
 
 static const PropertyInfo vmmci_prop_features = {
+#if VMMCI_QEMU_VERSION >= 1000          /* PropertyInfo.name renamed .type */
+    .type = "uint32",
+#else
     .name = "uint32",
+#endif
     .realized_set_allowed = true,
     .get = vmmci_prop_get_features,
     .set = vmmci_prop_set_features,
     .set_default_value = vmmci_prop_features_default,
 };
 
-static Property vmmci_properties[] = {
+static VMMCI_PROPS_CONST Property vmmci_properties[] = {
     DEFINE_PROP_UNSIGNED("features", VMMCIState, features,
                          VMMCI_F_TIMESYNC | VMMCI_F_ACK | VMMCI_F_SYNCRTC,
                          vmmci_prop_features, uint32_t),
@@ -1711,7 +1742,7 @@ static Property vmmci_properties[] = {
     DEFINE_PROP_BOOL("bar-mmio", VMMCIState, bar_mmio, false),
     DEFINE_PROP_BOOL("intx", VMMCIState, intx, true),
     DEFINE_PROP_BOOL("time-probe", VMMCIState, time_probe, false),
-    DEFINE_PROP_END_OF_LIST(),
+    VMMCI_PROPS_END
 };
 
 static void vmmci_class_init(ObjectClass *oc, void *data)
@@ -1729,7 +1760,11 @@ static void vmmci_class_init(ObjectClass *oc, void *data)
     k->subsystem_id = PCI_SUBSYSTEM_ID_VIRTIO_VMMCI;
 
     dc->desc = "OpenBSD vmd VMM control interface (vmmci)";
+#if VMMCI_QEMU_VERSION >= 902           /* DeviceClass.reset -> legacy_reset */
+    device_class_set_legacy_reset(dc, vmmci_reset);
+#else
     dc->reset = vmmci_reset;
+#endif
     dc->vmsd = &vmstate_vmmci;
     dc->hotpluggable = false;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
