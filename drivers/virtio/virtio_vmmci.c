@@ -368,6 +368,16 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 	case VMMCI_ACT_NOTHING:
 		break;
 	case VMMCI_ACT_STOP:
+		/*
+		 * The guest is going down on its own: user-mode helpers are
+		 * off, and orderly_reboot() would force kernel_restart() from
+		 * a worker beside the shutdown under way.
+		 */
+		if (system_state > SYSTEM_RUNNING) {
+			dev_info(&vi->vdev->dev,
+				 "host asked to stop, the system is already going down\n");
+			break;
+		}
 		vmmci_stop(vi, cmd);
 		break;
 	case VMMCI_ACT_REPEAT_STOP:
