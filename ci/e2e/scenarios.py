@@ -136,6 +136,7 @@ class Suite:
             ('faults-time', self.faults_time),
             ('faults-commands', self.faults_commands),
             ('faults-stop-race', self.faults_stop_race),
+            ('stop-during-shutdown', self.stop_during_shutdown),
             ('reload-under-fire', self.reload_under_fire),
             ('reload-distro', self.reload_distro),
             ('bad-device', self.bad_device),
@@ -1101,6 +1102,49 @@ class Suite:
                    end and started == 1 and 'filesystems unmounted' in con and
                    g.end_reason() in ('reset-after-stop', 'timer-expired'),
                    '\n'.join(l for l in con.splitlines() if 'vmmci' in l))
+        self.finish(name, g)
+        self.check_disk(name, disk, payload)
+
+    def stop_during_shutdown(self, name):
+        """The host stops the guest while it powers off on its own, held in
+        device_shutdown() (user-mode helpers already off) by a test device
+        whose shutdown takes 6 s.  The stop is not acted on: no forced
+        reboot beside the power-off, which ends as it would have.  With
+        .shutdown (7.3) the driver is still live there and acks the stop;
+        the backports' reboot notifier has quiesced it, nothing is read,
+        and vmd's 3 s timer ends the VM.  The data is on disk, no splat."""
+        kernel = 'y-slow-shutdown'
+        self.kernels[kernel] = harness.with_module(
+            self.kernels['y'], os.path.join(harness.TOP, 'ci', 'guest',
+                                            'slow_shutdown.c'),
+            os.path.join(self.base, kernel))
+        g, disk = self.boot_with_disk(name, kernel=kernel,
+                                      device='long-timeout-ms=15000')
+        g.sh('insmod /lib/modules/extra/slow_shutdown.ko hold_ms=6000')
+        payload = self.write_unsynced(name, g, disk)
+        g.sh_async('poweroff')
+        held = g.wait_console('holding the shutdown', 60)
+        g.request('stop')
+        raised = g.get('raise-time-ns')
+        end = g.wait_end(90)
+        acks = [v for v, ns in self.acks(g) if ns >= raised]
+        con = g.console()
+        lines = '\n'.join(l for l in con.splitlines()
+                          if re.search(r'vmmci|virtio|reboot|slow_shutdown',
+                                       l))
+        hook = self.base == harness.CONF['UPSTREAM_BASE']
+        self.check('%s: the stop raised while the guest was in '
+                   'device_shutdown() is %s' % (
+                       name, 'acked, not acted on' if hook else
+                       'not read (the driver is quiesced)'),
+                   held and (acks[:1] == [2] and 'the system is already '
+                             'going down' in con if hook else not acks),
+                   'acks after the raise: %s\n%s' % (acks, lines))
+        self.check('%s: no reboot forced beside the power-off, which ended '
+                   'the VM (%s)' % (name, g.end_reason()),
+                   held and end and g.end_reason() == 'timer-expired' and
+                   'host requested a reboot' not in con and
+                   'forcing the issue' not in con, lines)
         self.finish(name, g)
         self.check_disk(name, disk, payload)
 
