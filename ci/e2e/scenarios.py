@@ -742,8 +742,8 @@ class Suite:
         took = (end - raised) if end else -1
         reason = g.end_reason()
         rebooted = 'host requested a reboot' in g.console()
-        self.check('%s: no ack, the driver started a reboot; the VM ended %.1f s '
-                   'after the stop by %s' % (name, took / NS, reason),
+        self.check('%s: no ack, the driver started a reboot; the VM ended '
+                   '%.1f s after the stop by %s' % (name, took / NS, reason),
                    end and not self.acks(g) and rebooted and (
                        (reason == 'timer-expired' and
                         3 * NS <= took < 3.5 * NS) or
