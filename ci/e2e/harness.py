@@ -116,10 +116,11 @@ def need_pkgs(*pkgs):
 # the QEMU that scripts/build-qemu builds (the binary may come from a cache
 # built elsewhere, e.g. outside a chroot), and the tools the initramfs
 # (busybox, the static guest tool), the disk images and the unpacked
-# Debian kernels are made with.
+# Debian kernels are made with, and the libraries of GUEST_PROGRAMS that
+# a minimal Debian lacks (chronyc's libedit, on Debian 13).
 GUEST_HOST_PKGS = ('libglib2.0-0', 'libpixman-1-0', 'libfdt1', 'zlib1g',
                    'seabios', 'qemu-system-data', 'busybox-static', 'cpio',
-                   'gcc', 'libc6-dev', 'e2fsprogs', 'kmod')
+                   'gcc', 'libc6-dev', 'e2fsprogs', 'kmod', 'libedit2')
 
 
 def build_qemu(path=None):
