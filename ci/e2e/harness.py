@@ -310,7 +310,7 @@ def with_module(kernel, source, name):
 def chroot(release, cmd, install=()):
     """Run cmd in scripts/chroot's Debian release, which sees this
     repository at /vmmci and the cache at /cache; return its output."""
-    args = [os.path.join(TOP, 'scripts', 'chroot'), release]
+    args = [os.path.join(TOP, 'scripts', 'chroot'), release, '--backports']
     if install:
         args += ['--install'] + list(install)
     return run(args + ['--'] + list(cmd))
