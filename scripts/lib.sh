@@ -56,6 +56,25 @@ need_pkgs() {
 	touch "$VMMCI_CACHE/.apt-updated"
 }
 
+# supported_host: die, in one line, on a machine the scripts do not
+# support (not Debian 12 or 13, or neither root nor sudo), before
+# anything is fetched or built.
+supported_host() {
+	rel=$(. /etc/os-release 2>/dev/null &&
+		[ "${ID:-}" = debian ] && echo "${VERSION_CODENAME:-}") || rel=
+	supported="supported: Debian 12 (bookworm) or 13 (trixie), as root or with sudo"
+	case " $DEBIAN_RELEASES " in
+	*" ${rel:-none} "*) ;;
+	*)
+		die "unsupported host ($(. /etc/os-release 2>/dev/null &&
+			echo "${PRETTY_NAME:-}" || uname -s)); $supported"
+		;;
+	esac
+	[ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null ||
+		{ [ -t 0 ] && sudo -v; } ||
+		die "unsupported host (neither root nor sudo); $supported"
+}
+
 # Debian's mirror as the machine's own apt sources name it.
 debian_uri() {
 	grep -hoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
