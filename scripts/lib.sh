@@ -6,6 +6,12 @@
 # (default ~/.cache/vmmci), never inside the repository.
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
+# Debian gives a regular user no sbin in PATH; e2fsprogs' and kmod's
+# tools are there
+case ":$PATH:" in
+*:/usr/sbin:*) ;;
+*) PATH=$PATH:/usr/sbin:/sbin ;;
+esac
 VMMCI_CACHE=${VMMCI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmmci}
 JOBS=${JOBS:-$(nproc)}
 

@@ -51,6 +51,12 @@ def conf():
 
 CONF = conf()
 
+# Debian gives a regular user no sbin in PATH; e2fsprogs' and kmod's
+# tools (mkfs.ext4, e2fsck, depmod, modinfo) are there
+if '/usr/sbin' not in os.environ.get('PATH', '').split(':'):
+    os.environ['PATH'] = os.environ.get('PATH', '/usr/bin:/bin') + \
+        ':/usr/sbin:/sbin'
+
 
 def say(msg):
     print('e2e: ' + msg, flush=True)
