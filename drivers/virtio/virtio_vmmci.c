@@ -502,12 +502,6 @@ static int vmmci_ptp_adjfine(struct ptp_clock_info *info, long scaled_ppm)
 	return -EOPNOTSUPP;
 }
 
-static int vmmci_ptp_enable(struct ptp_clock_info *info,
-			    struct ptp_clock_request *request, int on)
-{
-	return -EOPNOTSUPP;
-}
-
 static const struct ptp_clock_info vmmci_ptp_info = {
 	.owner		= THIS_MODULE,
 	.name		= "vmmci host clock",
@@ -515,7 +509,6 @@ static const struct ptp_clock_info vmmci_ptp_info = {
 	.settime64	= vmmci_ptp_settime,
 	.adjtime	= vmmci_ptp_adjtime,
 	.adjfine	= vmmci_ptp_adjfine,
-	.enable		= vmmci_ptp_enable,
 };
 
 /*
