@@ -875,10 +875,13 @@ def test_fresh_demo(results, rel):
 
 
 def in_apt(pkg):
-    """Whether this machine's apt sources have the package."""
+    """Whether this machine's apt sources have the package: that name
+    only (apt takes an unknown name with a dot in it for a regular
+    expression, and linux-source-6.1 then means linux-source-6.12)."""
     res = subprocess.run(['apt-cache', 'show', pkg], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True)
-    return 'Version:' in res.stdout
+    return re.search(r'^Package: %s$' % re.escape(pkg), res.stdout,
+                     re.M) is not None
 
 
 def fetch_trees(bases):
