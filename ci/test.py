@@ -302,7 +302,8 @@ def test_abi(results, base, tree):
     """Every sysfs file of the driver is documented, and the kernel's ABI
     tool parses the documentation without complaint."""
     with open(os.path.join(TOP, 'drivers/virtio/virtio_vmmci.c')) as f:
-        attrs = re.findall(r'DEVICE_ATTR_R[OW]\((\w+)\)', f.read())
+        attrs = re.findall(r'DEVICE_ATTR_(?:ADMIN_)?R[OW]\((\w+)\)',
+                           f.read())
     env = dict(os.environ, PATH='/usr/bin:' + os.environ.get('PATH', ''))
     tool = ['perl', 'scripts/get_abi.pl']
     if not os.path.exists(os.path.join(tree, tool[1])):

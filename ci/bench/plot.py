@@ -85,14 +85,18 @@ def main():
         if not pts:
             continue
         x = list(range(len(pts)))
-        # (drift_ns, register probe, uncertainty, bound[, time probe,
-        # bound]): the time probe is the truth where a run has it
-        truth = 4 if all(len(p) > 4 for p in pts) else 1
+        # (drift_ns, register probe, bound[, time probe, bound]): the
+        # time probe is the truth where a run has it.  Results of the
+        # driver before drift_uncertainty_ns was dropped have it after
+        # the probe, and show it as error bars.
+        old = all(len(p) in (4, 6) for p in pts)
+        ref = 4 if old else 3
+        truth = ref if all(len(p) > ref for p in pts) else 1
         ax2.plot(x, [p[truth] / 1e6 for p in pts], '-', label='truth (%s), %s'
-                 % ('time probe' if truth == 4 else 'registers', skew))
+                 % ('time probe' if truth == ref else 'registers', skew))
         ax2.errorbar(x, [p[0] / 1e6 for p in pts],
-                     yerr=[p[2] / 1e6 for p in pts], fmt='.',
-                     label='drift_ns, %s' % skew)
+                     yerr=[p[2] / 1e6 for p in pts] if old else None,
+                     fmt='.', label='drift_ns, %s' % skew)
     label_axes(ax2, 'sysfs drift_ns tracking an injected skew',
                'sample (1 s apart)')
 

@@ -802,7 +802,7 @@ class Guest:
 
     def drift_read(self, n):
         """n reads of drift_ns, a second apart (vmmci-guest drift-read):
-        dicts of drift_ns, its uncertainty (unc), the register probe read
+        dicts of drift_ns, the register probe read
         right after it (reg, reg_bound) and, with the time probe on, the
         narrowest of the samples taken between the two (ref, ref_bound).
         One guest process does it all, so a skewed host clock moves the
@@ -819,8 +819,8 @@ class Guest:
                 raise RuntimeError('%d time-probe samples for %d drift reads'
                                    % (len(refs), len(out)))
             for i, line in enumerate(out):
-                drift, unc, reg, reg_bound = (int(x) for x in line.split())
-                reads.append({'drift': drift, 'unc': unc, 'reg': reg,
+                drift, reg, reg_bound = (int(x) for x in line.split())
+                reads.append({'drift': drift, 'reg': reg,
                               'reg_bound': reg_bound})
                 if refs:
                     reads[-1]['ref'], reads[-1]['ref_bound'] = \

@@ -14,8 +14,7 @@
  *                              best of N samples: "OFFSET_NS BOUND_NS"
  *   vmmci-guest drift-read N K read drift_ns (the driver measures it then)
  *                              N times, a second apart, and print each with
- *                              its uncertainty and a probe:
- *                              "DRIFT_NS UNCERTAINTY_NS OFFSET_NS BOUND_NS";
+ *                              a probe: "DRIFT_NS OFFSET_NS BOUND_NS";
  *                              with the time probe, K samples of it right
  *                              after each read of drift_ns
  *   vmmci-guest ref N          N samples of the model's test-only time
@@ -249,7 +248,7 @@ static int drift_dir(char *path, size_t len)
 static int cmd_drift_read(int n, int k)
 {
 	unsigned long bar = open_device(), ref = open_time_probe();
-	char dir[300], path[400], buf[64], unc[64];
+	char dir[300], path[400], buf[64];
 	int64_t offset, bound;
 
 	if (drift_dir(dir, sizeof(dir))) {
@@ -269,13 +268,8 @@ static int cmd_drift_read(int n, int k)
 			fprintf(stderr, "vmmci-guest: no valid probe\n");
 			return 1;
 		}
-		snprintf(path, sizeof(path), "%s/drift_uncertainty_ns", dir);
-		if (read_file(path, unc, sizeof(unc))) {
-			fprintf(stderr, "vmmci-guest: %s unreadable\n", path);
-			return 1;
-		}
-		printf("%lld %lld %lld %lld\n", atoll(buf), atoll(unc),
-		       (long long)offset, (long long)bound);
+		printf("%lld %lld %lld\n", atoll(buf), (long long)offset,
+		       (long long)bound);
 		fflush(stdout);
 	}
 	return 0;

@@ -128,18 +128,6 @@ static int vmmci_make_sample(const struct vmmci_reading *first,
 	return 0;
 }
 
-/*
- * Guest minus host time, and how far from the truth that can be: half
- * the bracket, rounded up, plus the host's truncation to a microsecond.
- */
-static void vmmci_drift(const struct vmmci_sample *s, s64 *drift_ns,
-			u64 *uncertainty_ns)
-{
-	*drift_ns = s->guest_ns - s->host_ns;
-	*uncertainty_ns = s->bracket_ns - s->bracket_ns / 2 +
-			  NSEC_PER_USEC / 2;
-}
-
 /* The time to step to: now plus the offset, if that is a valid time */
 static int vmmci_step_target(s64 now_ns, s64 offset_ns,
 			     struct timespec64 *ts)
@@ -262,23 +250,6 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 		dev_info_ratelimited(&vi->vdev->dev,
 				     "guest clock stepped while reading the host time, sample dropped\n");
 	return err;
-}
-
-static int vmmci_measure_drift(struct vmmci *vi)
-{
-	struct vmmci_sample s;
-	int err;
-
-	lockdep_assert_held(&vi->lock);
-
-	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
-		return -ENODATA;
-	err = vmmci_sample(vi, &s);
-	vi->drift_valid = !err;
-	if (err)
-		return err == -ENODEV ? err : -ENODATA;
-	vmmci_drift(&s, &vi->drift_ns, &vi->drift_uncertainty_ns);
-	return 0;
 }
 
 // @series-if kunit
@@ -531,49 +502,35 @@ static void vmmci_register_ptp(struct vmmci *vi)
 	vi->ptp = ptp;
 }
 
-/* sysfs: the drift, measured when it is read */
-
-static struct vmmci *dev_to_vmmci(struct device *dev)
-{
-	return dev_to_virtio(dev)->priv;
-}
-
+/*
+ * sysfs: the drift, guest minus host time, measured when it is read.  A
+ * wrong value steps nothing, so one reading does.  Root only, as
+ * /dev/ptpN: each read is four trapped reads on the host.
+ */
 static ssize_t drift_ns_show(struct device *dev, struct device_attribute *attr,
 			     char *buf)
 {
-	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret;
+	struct vmmci *vi = dev_to_virtio(dev)->priv;
+	struct vmmci_reading r;
+	s64 guest_ns;
+	int err;
 
+	if (!virtio_has_feature(vi->vdev, VMMCI_F_TIMESYNC))
+		return -ENODATA;
 	mutex_lock(&vi->lock);
-	ret = vmmci_measure_drift(vi);
-	if (!ret)
-		ret = sysfs_emit(buf, "%lld\n", vi->drift_ns);
+	err = vmmci_read_host_time(vi, &r, NULL);
 	mutex_unlock(&vi->lock);
-	return ret;
+	if (err)
+		return err == -ENODEV ? err : -ENODATA;
+	if (r.after_ns < r.before_ns)
+		return -ENODATA;	/* the guest clock was stepped meanwhile */
+	guest_ns = r.before_ns + (r.after_ns - r.before_ns) / 2;
+	return sysfs_emit(buf, "%lld\n", guest_ns - r.host_ns);
 }
-static DEVICE_ATTR_RO(drift_ns);
-
-/* The bound of the last drift_ns read, or of a new measurement */
-static ssize_t drift_uncertainty_ns_show(struct device *dev,
-					 struct device_attribute *attr,
-					 char *buf)
-{
-	struct vmmci *vi = dev_to_vmmci(dev);
-	ssize_t ret = 0;
-
-	mutex_lock(&vi->lock);
-	if (!vi->drift_valid)
-		ret = vmmci_measure_drift(vi);
-	if (!ret)
-		ret = sysfs_emit(buf, "%llu\n", vi->drift_uncertainty_ns);
-	mutex_unlock(&vi->lock);
-	return ret;
-}
-static DEVICE_ATTR_RO(drift_uncertainty_ns);
+static DEVICE_ATTR_ADMIN_RO(drift_ns);
 
 static struct attribute *vmmci_attrs[] = {
 	&dev_attr_drift_ns.attr,
-	&dev_attr_drift_uncertainty_ns.attr,
 	NULL
 };
 ATTRIBUTE_GROUPS(vmmci);

@@ -56,10 +56,6 @@ struct vmmci {
 	/* DRIVER_OK is set and the device not yet reset by us or the core */
 	bool ready;
 	struct vmmci_cmd_state cmd;
-	/* The last drift measurement, for drift_uncertainty_ns */
-	bool drift_valid;
-	s64 drift_ns;
-	u64 drift_uncertainty_ns;
 	s64 last_sync_offset_ns;
 	u64 sync_count;
 };
