@@ -399,9 +399,14 @@ def test_builds(results, base):
         tree = tree_path(base)
         # Debian 12's sparse is too old for 7.3: make would skip the
         # check and say so (scripts/build-sparse)
-        sparse = script('build-sparse')[1].strip().splitlines()[-1]
-        status, out = run(['make', '-C', tree, 'O=' + outdir, 'ARCH=x86_64',
-                           'C=2', 'CHECK=' + sparse, 'W=1', 'drivers/virtio/'])
+        status, sparse = script('build-sparse')
+        if status == 0:
+            sparse = sparse.strip().splitlines()[-1]
+            status, out = run(['make', '-C', tree, 'O=' + outdir,
+                               'ARCH=x86_64', 'C=2', 'CHECK=' + sparse, 'W=1',
+                               'drivers/virtio/'])
+        else:
+            out = sparse
         bad = warnings_in(out, touched)
         skipped = 'sparse is not available or not up to date' in out
         checked = re.findall(r'^\s+CHECK\s+(\S+)', out, re.M)
@@ -447,9 +452,11 @@ def test_builds(results, base):
 
 # Linux 7.3 wants LLVM 17 or later: Debian 12's clang-19
 LLVM = 'LLVM=-19'
-# spatch compiles the kernel's "@script:ocaml@" rules with ocamlopt, which
-# coccinelle does not pull in
-BOT_PKGS = ('clang-19', 'lld-19', 'llvm-19', 'coccinelle', 'ocaml-nox')
+# spatch compiles the kernel's "@script:ocaml@" rules with ocamlopt, and
+# Debian 13's loads libpython3.13.so (in libpython3.13-dev) for the
+# "@script:python@" ones: coccinelle pulls in neither
+BOT_PKGS = ('clang-19', 'lld-19', 'llvm-19', 'coccinelle', 'ocaml-nox',
+            'libpython3-dev')
 # A file misc/array_size.cocci reports, for coccicheck's positive control
 COCCI_CONTROL = os.path.join(TOP, 'ci', 'static', 'cocci-control.c')
 
@@ -829,9 +836,13 @@ def test_kunit_build(results, base):
     report nothing in the files the series touches (kunit.py's UML build
     runs neither)."""
     touched = touched_files(base)
-    sparse = script('build-sparse')[1].strip().splitlines()[-1]
     name = ('%s: driver and KUnit test =m: drivers/virtio builds, W=1 and '
             'sparse clean' % base)
+    status, sparse = script('build-sparse')
+    if status:
+        results.record(name, False, sparse)
+        return
+    sparse = sparse.strip().splitlines()[-1]
     status, out = script('build', '--base', base, '--name', 'kunit',
                          '--targets', 'drivers/virtio/', '--config',
                          'vmmci-m', '--config', 'kunit-m', 'W=1', 'C=2',
