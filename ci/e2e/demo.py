@@ -71,12 +71,11 @@ def main():
 
         tell('The host clock jumps forward by one hour (as after a host '
              'suspend)')
-        count = g.state('sync_count')
+        count = g.clock_sets()
         g.set('host-offset-ns', 3600 * NS)
         off, _ = g.probe(5)
         show('right after the jump, guest - host = %.3f s' % (off / 1e9))
-        synced = suite.wait_state(g, 'sync_count', lambda v: v != count,
-                                  20) != count
+        synced = g.wait_clock_set(count, 20) is not None
         off, bound = g.probe()
         synced = synced and abs(off) + bound < scenarios.SYNC_BOUND_NS
         step = [l for l in g.console().splitlines() if 'clock stepped' in l]

@@ -844,14 +844,35 @@ class Guest:
             time.sleep(0.5)
         return False
 
-    def state(self, key):
-        """A value of the driver's debugfs state file (last_command,
-        sync_count, last_sync_offset_ns), as a string."""
-        out = self.sh('cat /sys/kernel/debug/virtio_vmmci/*/state')
-        m = re.search(r'^%s: (\S+)$' % re.escape(key), out, re.M)
+    def clock_sets(self):
+        """How many times the guest's CLOCK_REALTIME was set since boot,
+        by anyone, as the guest's timerfd watcher (vmmci-guest watch-sets,
+        started by /init) saw it; sets closer together than it wakes up
+        count once."""
+        out = self.sh('tail -n 1 /tmp/clock-sets')
+        m = re.match(r'^(?:armed|set (\d+))$', out)
         if not m:
-            raise RuntimeError('no %s in the driver state: %r' % (key, out))
-        return m.group(1)
+            raise RuntimeError('no clock-set watcher in the guest: %r' % out)
+        return int(m.group(1) or 0)
+
+    def wait_clock_set(self, count, timeout):
+        """Wait until the clock was set more than count times; the new
+        count, or None on timeout."""
+        deadline = time.time() + timeout
+        while True:
+            now = self.clock_sets()
+            if now > count:
+                return now
+            if time.time() > deadline:
+                return None
+            time.sleep(0.2)
+
+    def steps_logged(self, since=0):
+        """The offsets in ns of the driver's "clock stepped by" log lines
+        on the console after character since (rate-limited: at most ten
+        in five seconds are printed)."""
+        return [int(v) for v in re.findall(r'clock stepped by (-?\d+) ns',
+                                           self.console()[since:])]
 
     def wait_end(self, timeout):
         """Wait until the VM has ended (QEMU runs with -no-shutdown, so it

@@ -9,6 +9,12 @@
  *                              "T SECONDS.NANOSECONDS": the host times
  *                              the round trip with no fork or exec in it
  *   vmmci-guest set-offset NS  move CLOCK_REALTIME by NS nanoseconds
+ *   vmmci-guest watch-sets     print "armed", then "set N" each time
+ *                              CLOCK_REALTIME is set (by anyone: a timerfd
+ *                              with TFD_TIMER_CANCEL_ON_SET sees it, not
+ *                              the driver), N counting from 1; runs until
+ *                              killed.  Sets closer together than it
+ *                              wakes up count once.
  *   vmmci-guest probe [N]      guest minus host time, read from the vmmci
  *                              device's registers (not through its driver),
  *                              best of N samples: "OFFSET_NS BOUND_NS"
@@ -46,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -335,10 +342,49 @@ static int cmd_set_offset(long long delta)
 	return 0;
 }
 
+static int cmd_watch_sets(void)
+{
+	/* A timer that never expires: only a set of the clock ends a read */
+	struct itimerspec never = {
+		.it_value = { .tv_sec = now_ns() / NSEC_PER_SEC + 100LL * 365 * 86400 },
+	};
+	unsigned long n = 0;
+	uint64_t ticks;
+	int fd;
+
+	fd = timerfd_create(CLOCK_REALTIME, 0);
+	if (fd < 0) {
+		perror("vmmci-guest: timerfd_create");
+		return 1;
+	}
+	for (;;) {
+		if (timerfd_settime(fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET,
+				    &never, NULL)) {
+			/* set again while it was being armed */
+			if (errno == ECANCELED) {
+				n++;
+				continue;
+			}
+			perror("vmmci-guest: timerfd_settime");
+			return 1;
+		}
+		if (!n)
+			printf("armed\n");
+		else
+			printf("set %lu\n", n);
+		fflush(stdout);
+		if (read(fd, &ticks, sizeof(ticks)) >= 0 || errno != ECANCELED) {
+			perror("vmmci-guest: timerfd read");
+			return 1;
+		}
+		n++;
+	}
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: vmmci-guest now | now-loop N | set-offset NS | "
-		"probe [N] | ref N | drift-read N K | narrow-read OFF | "
+		"watch-sets | probe [N] | ref N | drift-read N K | narrow-read OFF | "
 		"phc-read DEV N\n");
 	return 2;
 }
@@ -356,6 +402,8 @@ int main(int argc, char **argv)
 		return cmd_now_loop(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "set-offset"))
 		return cmd_set_offset(atoll(argv[2]));
+	if (argc == 2 && !strcmp(argv[1], "watch-sets"))
+		return cmd_watch_sets();
 	if ((argc == 2 || argc == 3) && !strcmp(argv[1], "probe"))
 		return cmd_probe(argc == 3 ? atoi(argv[2]) : 20);
 	if (argc == 3 && !strcmp(argv[1], "ref"))

@@ -21,7 +21,6 @@
 #include <kunit/static_stub.h>
 #include <kunit/visibility.h>
 // @series-endif
-#include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/device.h>
 #include <linux/irqflags.h>
@@ -30,7 +29,6 @@
 #include <linux/overflow.h>
 #include <linux/ptp_clock_kernel.h>
 #include <linux/reboot.h>
-#include <linux/seq_file.h>
 #include <linux/sysfs.h>
 #include <linux/time64.h>
 #include <linux/timekeeping.h>
@@ -84,8 +82,6 @@ struct vmmci_sample {
 	s64 guest_ns;		/* midpoint of the bracket */
 	u64 bracket_ns;		/* guest time the latching read took */
 };
-
-static struct dentry *vmmci_debugfs_root;
 
 /* Pure helpers: no device access, no locking, no logging */
 
@@ -156,7 +152,6 @@ static enum vmmci_action vmmci_next_action(struct vmmci_cmd_state *st,
 	if (cmd == st->last_cmd)
 		return VMMCI_ACT_NOTHING;
 
-	st->last_request = cmd;
 	st->last_cmd = cmd;
 	switch (cmd) {
 	case VMMCI_NONE:
@@ -292,8 +287,6 @@ static void vmmci_sync_clock(struct vmmci *vi)
 		return;
 	}
 
-	vi->last_sync_offset_ns = offset;
-	vi->sync_count++;
 	dev_info_ratelimited(&vi->vdev->dev,
 			     "clock stepped by %lld ns to host time\n", offset);
 }
@@ -535,21 +528,6 @@ static struct attribute *vmmci_attrs[] = {
 };
 ATTRIBUTE_GROUPS(vmmci);
 
-/* debugfs: what the driver did, for debugging and tests */
-
-static int vmmci_state_show(struct seq_file *m, void *unused)
-{
-	struct vmmci *vi = m->private;
-
-	mutex_lock(&vi->lock);
-	seq_printf(m, "last_command: %u\n", vi->cmd.last_request);
-	seq_printf(m, "sync_count: %llu\n", vi->sync_count);
-	seq_printf(m, "last_sync_offset_ns: %lld\n", vi->last_sync_offset_ns);
-	mutex_unlock(&vi->lock);
-	return 0;
-}
-DEFINE_SHOW_ATTRIBUTE(vmmci_state);
-
 /* probe and remove */
 
 /* The interrupt comes with the queues, even when there are none */
@@ -638,9 +616,6 @@ static int vmmci_probe(struct virtio_device *vdev)
 	if (err)
 		return err;
 	vmmci_register_ptp(vi);
-	vi->debugfs = debugfs_create_dir(dev_name(&vdev->dev),
-					 vmmci_debugfs_root);
-	debugfs_create_file("state", 0400, vi->debugfs, vi, &vmmci_state_fops);
 
 	dev_info(&vdev->dev, "vmd control interface, features:%s%s%s\n",
 		 virtio_has_feature(vdev, VMMCI_F_ACK) ? " ack" : "",
@@ -653,7 +628,6 @@ static void vmmci_remove(struct virtio_device *vdev)
 {
 	struct vmmci *vi = vdev->priv;
 
-	debugfs_remove(vi->debugfs);
 	if (vi->ptp)
 		ptp_clock_unregister(vi->ptp);
 	vmmci_halt(vi);
@@ -698,24 +672,7 @@ static struct virtio_driver vmmci_driver = {
 #endif
 };
 
-static int __init vmmci_init(void)
-{
-	int err;
-
-	vmmci_debugfs_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
-	err = register_virtio_driver(&vmmci_driver);
-	if (err)
-		debugfs_remove(vmmci_debugfs_root);
-	return err;
-}
-module_init(vmmci_init);
-
-static void __exit vmmci_exit(void)
-{
-	unregister_virtio_driver(&vmmci_driver);
-	debugfs_remove(vmmci_debugfs_root);
-}
-module_exit(vmmci_exit);
+module_virtio_driver(vmmci_driver);
 
 MODULE_DESCRIPTION("OpenBSD vmd VMM control interface driver");
 MODULE_LICENSE("GPL");

@@ -11,7 +11,6 @@
 #include <linux/types.h>
 #include <linux/workqueue.h>
 
-struct dentry;
 struct virtio_device;
 
 /*
@@ -39,8 +38,6 @@ struct virtio_device;
 struct vmmci_cmd_state {
 	/* Last command acted on, to ignore the ones vmd leaves in place */
 	u32 last_cmd;
-	/* Last new value seen, for debugfs */
-	u32 last_request;
 	/* A host shutdown or reboot is under way */
 	bool stopping;
 };
@@ -50,14 +47,11 @@ struct vmmci {
 	struct work_struct cmd_work;
 	struct ptp_clock_info ptp_info;
 	struct ptp_clock *ptp;		/* NULL without PTP support */
-	struct dentry *debugfs;
 	/* Serialises config space access (the time latch) and the fields below */
 	struct mutex lock;
 	/* DRIVER_OK is set and the device not yet reset by us or the core */
 	bool ready;
 	struct vmmci_cmd_state cmd;
-	s64 last_sync_offset_ns;
-	u64 sync_count;
 };
 // @series-if kunit
 
