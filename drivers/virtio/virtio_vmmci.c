@@ -416,14 +416,8 @@ static int vmmci_power_off(struct sys_off_data *data)
 	mdelay(VMMCI_POWER_OFF_WAIT_MS);
 	dev_emerg(&vi->vdev->dev, "host did not end the VM, halting\n");
 	local_irq_disable();
-	for (;;) {
-		/* UML, which vmd does not run, builds the driver for KUnit */
-#ifdef CONFIG_X86
+	for (;;)
 		halt();
-#else
-		cpu_relax();
-#endif
-	}
 	return NOTIFY_DONE;
 }
 
