@@ -573,9 +573,8 @@ class Suite:
         # SHUTDOWN alone: acked, orderly power-off.  vmd keeps the command
         # at 1 after the ack, so the guest's power-off notice re-arms the
         # long timer: the VM ends when it expires (shortened here, but not
-        # below the guest's 10 s wait before it halts, which took 15.3 s by
-        # the guest's own clock under TCG on a loaded machine).
-        g = self.boot(name + '-shutdown', device='long-timeout-ms=30000')
+        # below the guest's 4 s wait before it halts, which TCG stretches).
+        g = self.boot(name + '-shutdown', device='long-timeout-ms=15000')
         g.request('shutdown')
         end = g.wait_end(60)
         acks = self.acks(g)

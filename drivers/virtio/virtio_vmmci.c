@@ -1,20 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Driver for the VMM control interface (vmmci) of OpenBSD's vmd(8).
- *
- * vmd gives every guest a legacy virtio device without virtqueues.  The
- * host raises a command in its config space to ask the guest to shut down
- * or reboot ("vmctl stop" asks for a reboot and turns the guest's reset
- * into a power-off), or to tell it that the host clock jumped (SYNCRTC,
- * e.g. after the host resumed from suspend).  The guest acknowledges a
- * command by writing it back; vmd kills a guest that has not acknowledged
- * a stop within three seconds.  The config space also holds the host's
- * wall clock with microsecond resolution, sampled when it is read.
- *
- * This driver acknowledges and carries out the commands, steps the clock
- * to host time on SYNCRTC, tells the host when the guest powers itself
- * off, reports the guest's clock drift in sysfs and offers the host clock
- * as a PTP clock, for chrony and the like.
+ * Driver for the VMM control interface (vmmci) of OpenBSD's vmd(8): host
+ * requests to stop and to step the clock, a power-off notice to the host,
+ * the guest's clock offset in sysfs and the host clock as a PTP clock.
  */
 
 // @series-if kunit
@@ -42,54 +30,39 @@
 #define VIRTIO_ID_VMMCI		0xffff
 #define VIRTIO_VENDOR_OPENBSD	0x0b5d
 
-/*
- * Plausible host times: vmmci appeared in 2017, and vmd delivers the
- * seconds as 32 bits (its high dword always reads 0).
- */
+/* vmmci appeared in 2017; vmd's seconds are 32 bits */
 #define VMMCI_HOST_SEC_MIN	1483228800LL	/* 2017-01-01T00:00:00Z */
 #define VMMCI_HOST_SEC_MAX	((s64)U32_MAX)
 
-/*
- * Two host samples read back to back may differ by the guest time that
- * passed between them plus this much: two microsecond truncations, and
- * room for host and guest clocks running at slightly different rates.
- */
+/* Two truncations to microseconds, and host and guest rates apart */
 #define VMMCI_SAMPLE_SLACK_NS	(200 * NSEC_PER_USEC)
 
 /* vmd ends the VM 3 s after the power-off notice */
-#define VMMCI_POWER_OFF_WAIT_MS	(10 * MSEC_PER_SEC)
+#define VMMCI_POWER_OFF_WAIT_MS	(4 * MSEC_PER_SEC)
 
-/* What a value read from COMMAND asks the driver to do */
 enum vmmci_action {
-	VMMCI_ACT_NOTHING,	/* nothing new */
-	VMMCI_ACT_STOP,		/* ack, then shut down or reboot */
-	VMMCI_ACT_REPEAT_STOP,	/* ack only: already stopping */
-	VMMCI_ACT_SYNC,		/* ack, then step the clock */
-	VMMCI_ACT_SKIP_SYNC,	/* ack only: no clock step while stopping */
-	VMMCI_ACT_UNKNOWN,	/* log, and do not ack */
+	VMMCI_ACT_NOTHING,
+	VMMCI_ACT_STOP,
+	VMMCI_ACT_REPEAT_STOP,	/* ack only */
+	VMMCI_ACT_SYNC,
+	VMMCI_ACT_SKIP_SYNC,	/* ack only: stopping */
+	VMMCI_ACT_UNKNOWN,	/* not acked */
 };
 
-/* A reading of the host clock, between two readings of the guest clock */
+/* A host clock reading, between two guest CLOCK_REALTIME reads */
 struct vmmci_reading {
 	s64 host_ns;
 	s64 before_ns;
 	s64 after_ns;
 };
 
-/* A host clock sample and the guest time it was taken at */
 struct vmmci_sample {
 	s64 host_ns;
 	s64 guest_ns;		/* midpoint of the bracket */
-	u64 bracket_ns;		/* guest time the latching read took */
+	u64 bracket_ns;
 };
 
-/* Pure helpers: no device access, no locking, no logging */
-
-/*
- * The host time registers as nanoseconds, in the middle of the
- * microsecond the host truncated its time to.  -ERANGE if they hold no
- * plausible time.
- */
+/* The middle of the microsecond the host truncated its time to */
 static int vmmci_host_time_ns(u64 sec, u64 usec, s64 *ns)
 {
 	if (sec < VMMCI_HOST_SEC_MIN || sec > VMMCI_HOST_SEC_MAX ||
@@ -100,10 +73,8 @@ static int vmmci_host_time_ns(u64 sec, u64 usec, s64 *ns)
 }
 
 /*
- * Make a sample of two readings taken back to back, keeping the second.
- * -EAGAIN if the guest clock went backwards across them (someone stepped
- * it meanwhile); -ERANGE if the host clock went backwards, or forwards by
- * more than the guest clock did, between them.
+ * Two readings back to back: -EAGAIN if the guest clock was stepped
+ * meanwhile, -ERANGE if the host clock moved unlike the guest's.
  */
 static int vmmci_make_sample(const struct vmmci_reading *first,
 			     const struct vmmci_reading *second,
@@ -124,7 +95,6 @@ static int vmmci_make_sample(const struct vmmci_reading *first,
 	return 0;
 }
 
-/* The time to step to: now plus the offset, if that is a valid time */
 static int vmmci_step_target(s64 now_ns, s64 offset_ns,
 			     struct timespec64 *ts)
 {
@@ -138,11 +108,9 @@ static int vmmci_step_target(s64 now_ns, s64 offset_ns,
 }
 
 /*
- * Decide what the value read from COMMAND asks for, and remember it.
- * vmd leaves an acknowledged SHUTDOWN or REBOOT in place, and a host
- * may raise interrupts without a change, so only a value that differs
- * from the last one acted on is new.  vmd clears SYNCRTC when it is
- * acknowledged: it is forgotten at once, so the next one is new.
+ * vmd leaves an acknowledged stop in place, and interrupts may come
+ * without a change: only a value unlike the last one is new.  vmd clears
+ * SYNCRTC on the ack, so that one is forgotten at once.
  */
 static enum vmmci_action vmmci_next_action(struct vmmci_cmd_state *st,
 					   u32 cmd)
@@ -173,8 +141,6 @@ static enum vmmci_action vmmci_next_action(struct vmmci_cmd_state *st,
 	return action;
 }
 
-/* Device access */
-
 static bool vmmci_has_ack(struct vmmci *vi)
 {
 	return virtio_has_feature(vi->vdev, VMMCI_F_ACK);
@@ -186,12 +152,7 @@ static void vmmci_ack(struct vmmci *vi, u32 cmd)
 		virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, cmd);
 }
 
-/*
- * Read the host clock.  The guest's CLOCK_REALTIME is read just before
- * and after the register read that latches the host time, so that the
- * host sample lies between the two; sts, if not NULL, gets the system
- * timestamps of PTP_SYS_OFFSET_EXTENDED around the same read.
- */
+/* Reading the low dword of TIME_SEC latches the host time */
 static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 				struct ptp_system_timestamp *sts)
 {
@@ -223,7 +184,6 @@ static int vmmci_read_host_time(struct vmmci *vi, struct vmmci_reading *r,
 	return err;
 }
 
-/* Take two readings back to back and make a sample of them */
 static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 {
 	struct vmmci_reading first, second;
@@ -248,7 +208,6 @@ static int vmmci_sample(struct vmmci *vi, struct vmmci_sample *s)
 }
 
 // @series-if kunit
-/* The step itself, on its own so that the tests can replace it */
 VISIBLE_IF_KUNIT
 int vmmci_set_clock(const struct timespec64 *ts)
 {
@@ -258,7 +217,6 @@ int vmmci_set_clock(const struct timespec64 *ts)
 EXPORT_SYMBOL_IF_KUNIT(vmmci_set_clock);
 
 // @series-endif
-/* Step CLOCK_REALTIME to host time, as the host asked with SYNCRTC */
 static void vmmci_sync_clock(struct vmmci *vi)
 {
 	struct vmmci_sample s;
@@ -298,7 +256,7 @@ void vmmci_stop(struct vmmci *vi, u32 cmd)
 	KUNIT_STATIC_STUB_REDIRECT(vmmci_stop, vi, cmd);
 // @series-endif
 	if (cmd == VMMCI_REBOOT) {
-		/* What "vmctl stop" sends: vmd ends the VM when it resets */
+		/* "vmctl stop": vmd ends the VM when it resets */
 		dev_notice(&vi->vdev->dev, "host requested a reboot\n");
 		orderly_reboot();
 	} else {
@@ -316,14 +274,7 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 
 	lockdep_assert_held(&vi->lock);
 
-	/*
-	 * Ack first: vmd kills the guest three seconds after a stop request
-	 * unless acked, and the ack gives the guest vmd's long timeout
-	 * (120 s) to finish.  A repeated request is acked for the same
-	 * reason.  SYNCRTC is acked at once too: unacked, vmd would never
-	 * send another one.  An unknown command is not acked: vmd would log
-	 * an illegal request.
-	 */
+	/* vmd kills a guest that has not acked a stop within 3 s */
 	action = vmmci_next_action(&vi->cmd, cmd);
 	if (action != VMMCI_ACT_NOTHING && action != VMMCI_ACT_UNKNOWN)
 		vmmci_ack(vi, cmd);
@@ -332,11 +283,7 @@ static void vmmci_handle_command(struct vmmci *vi, u32 cmd)
 	case VMMCI_ACT_NOTHING:
 		break;
 	case VMMCI_ACT_STOP:
-		/*
-		 * The guest is going down on its own: user-mode helpers are
-		 * off, and orderly_reboot() would force kernel_restart() from
-		 * a worker beside the shutdown under way.
-		 */
+		/* Already going down: orderly_*() would force a second one */
 		if (system_state > SYSTEM_RUNNING) {
 			dev_info(&vi->vdev->dev,
 				 "host asked to stop, the system is already going down\n");
@@ -381,18 +328,11 @@ static void vmmci_config_changed(struct virtio_device *vdev)
 {
 	struct vmmci *vi = vdev->priv;
 
-	/* Hard IRQ context: config space access sleeps */
+	/* config space access sleeps */
 	schedule_work(&vi->cmd_work);
 }
 
-/*
- * Power-off.  vmd guests have no ACPI: a power-off only halts the CPUs,
- * which vmd does not see, and the VM stays until its owner kills it.
- * The notice, SHUTDOWN written with no request pending, makes vmd end
- * the VM three seconds later.  It is sent once every device has been
- * shut down (ours reset), where no more disk writes can come; the
- * notice does not need the device set up.
- */
+/* Once every device is shut down: vmd ends the VM 3 s after SHUTDOWN */
 static int vmmci_power_off_prepare(struct sys_off_data *data)
 {
 	struct vmmci *vi = data->cb_data;
@@ -403,11 +343,9 @@ static int vmmci_power_off_prepare(struct sys_off_data *data)
 }
 
 /*
- * The power-off handler of last resort, which also makes the kernel take
- * the power-off path that runs the one above.  If it returned, the reboot
- * syscall would go on to exit init; so if vmd did not end the VM (it
- * ignores the notice while a host request is pending), halt as Linux
- * does without a power-off handler.
+ * Registered so that the kernel powers off, running the above, rather
+ * than halting.  vmm(4) also ends a VM whose CPU halts with interrupts
+ * off, but as a failure: give vmd the time to end it first.
  */
 static int vmmci_power_off(struct sys_off_data *data)
 {
@@ -420,11 +358,6 @@ static int vmmci_power_off(struct sys_off_data *data)
 		halt();
 	return NOTIFY_DONE;
 }
-
-/*
- * PTP clock: the host's wall clock, for "refclock PHC" in chrony.  It
- * cannot be set or steered.
- */
 
 static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
 			      struct timespec64 *ts,
@@ -469,10 +402,7 @@ static const struct ptp_clock_info vmmci_ptp_info = {
 	.adjfine	= vmmci_ptp_adjfine,
 };
 
-/*
- * The clock is an extra: without it (no PTP support, or registration
- * failed) the device is still controlled and the drift still measured.
- */
+/* The device works without it */
 static void vmmci_register_ptp(struct vmmci *vi)
 {
 	struct ptp_clock *ptp;
@@ -489,11 +419,7 @@ static void vmmci_register_ptp(struct vmmci *vi)
 	vi->ptp = ptp;
 }
 
-/*
- * sysfs: the drift, guest minus host time, measured when it is read.  A
- * wrong value steps nothing, so one reading does.  Root only, as
- * /dev/ptpN: each read is four trapped reads on the host.
- */
+/* One reading: a wrong value here steps nothing */
 static ssize_t drift_ns_show(struct device *dev, struct device_attribute *attr,
 			     char *buf)
 {
@@ -522,8 +448,6 @@ static struct attribute *vmmci_attrs[] = {
 };
 ATTRIBUTE_GROUPS(vmmci);
 
-/* probe and remove */
-
 /* The interrupt comes with the queues, even when there are none */
 static int vmmci_start(struct vmmci *vi)
 {
@@ -533,18 +457,16 @@ static int vmmci_start(struct vmmci *vi)
 	if (err)
 		return err;
 
-	/* Without DRIVER_OK, vmd turns "vmctl stop" into a hard power-off */
 	virtio_device_ready(vi->vdev);
 	mutex_lock(&vi->lock);
 	vi->ready = true;
 	mutex_unlock(&vi->lock);
 
-	/* A command raised before we were ready raises no interrupt */
+	/* A command left by the last driver raises no new interrupt */
 	schedule_work(&vi->cmd_work);
 	return 0;
 }
 
-/* After this no work item touches the device */
 static void vmmci_quiesce(struct vmmci *vi)
 {
 	mutex_lock(&vi->lock);
@@ -560,11 +482,7 @@ static void vmmci_halt(struct vmmci *vi)
 	vi->vdev->config->del_vqs(vi->vdev);
 }
 
-/*
- * The core's shutdown resets the device, after which vmd drops the
- * guest's DRIVER_OK; stop the work items first, so that none runs on a
- * reset device.
- */
+/* No work item may run on the device the core resets */
 static void vmmci_shutdown(struct virtio_device *vdev)
 {
 	vmmci_quiesce(vdev->priv);
@@ -590,7 +508,6 @@ static int vmmci_probe(struct virtio_device *vdev)
 	mutex_init(&vi->lock);
 	INIT_WORK(&vi->cmd_work, vmmci_cmd_work);
 
-	/* The notice is an extra: without it the guest still halts */
 	if (vmmci_has_ack(vi)) {
 		err = devm_register_sys_off_handler(&vdev->dev,
 						    SYS_OFF_MODE_POWER_OFF_PREPARE,
