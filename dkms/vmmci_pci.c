@@ -199,15 +199,6 @@ static int vmmci_pci_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 	if (err)
 		return err;
 	vp->irq_requested = true;
-	/*
-	 * vmd keeps ISR, and INTx up, over a reset: a change raised while no
-	 * driver was bound still holds the line, which an interrupt
-	 * controller that saw it rise while masked may never deliver.  Read
-	 * ISR now, so that the line falls and the next change raises it
-	 * again; a config change it reports waits in the core until the
-	 * driver is ready.
-	 */
-	vmmci_pci_interrupt(vp->pdev->irq, vp);
 	return 0;
 }
 

@@ -813,13 +813,12 @@ class Suite:
 
     def raise_while_unloaded(self, name, g, what, unload, load):
         """A SYNCRTC raised while the module what is unloaded (the device
-        reset).  The driver reads COMMAND when it binds, so the request is
-        acked at the next load whatever the transport does.  vmd keeps
-        ISR, and INTx up, over the reset: on the IOAPIC, the line that rose
-        while the pin was masked is never delivered, and unless the
-        transport reads ISR when the driver binds, the line stays up and
-        the device can raise nothing again: the next clock jump goes
-        unfixed."""
+        reset, DRIVER_OK clear: vmd would refuse it, a hostile host may
+        not).  The driver reads COMMAND when it binds, so the request is
+        acked at the next load.  The device keeps ISR, and INTx up, over
+        the reset, and QEMU's IOAPIC never delivers that line (Linux left
+        the pin masked and edge-triggered at free_irq()); the next raise
+        must still interrupt, as vmd's does (a new assert each time)."""
         g.sh(unload)
         before = self.last_write(g, 'acks')
         g.set('raise', 3)
@@ -840,12 +839,9 @@ class Suite:
         faults on and off; then the device still works, nothing leaked,
         and a stop is clean.
 
-        On the IOAPIC: QEMU 7.2's ignores a line that rises while its pin
-        is masked after free_irq(), and does not sample the level when
-        request_irq() unmasks it; a raise that lands between rmmod and
-        insmod then holds INTx until ISR is read.  The transport reads it
-        when the driver binds (VP_QUIRK_ISR_SURVIVES_RESET); rebind checks
-        that case alone."""
+        A raise between rmmod and insmod holds INTx, which QEMU's IOAPIC
+        does not deliver (see raise_while_unloaded(), which rebind runs
+        alone); the next raise interrupts again, as on vmd."""
         g, disk = self.boot_with_disk(name, kernel='m')
         leak = self.kmemleak_start(g)
         dev = self.vdev(g)

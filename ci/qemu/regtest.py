@@ -630,7 +630,13 @@ def test_fault_raise(vm):
     check("raise=2^32 rejected", "error" in r and
           vm.get("raise") == 0xdeadbeef and vm.get("raise-count") == n + 3,
           r.get("error", {}).get("desc", r))
+    n_irq = len(vm.irq_log)
     vm.set("raise", 0)
+    up = vm.intx()                      # a qtest round trip: IRQ lines read
+    check("a raise while ISR is still set interrupts again, as vmd's i8259 "
+          "latches every assert: INTx lowered, then raised",
+          up and vm.irq_log[n_irq:] == [("lower", IRQ), ("raise", IRQ)],
+          vm.irq_log[n_irq:])
     vm.inb(b + 19)
     check("raise=0 clears COMMAND (with an interrupt)",
           vm.inl(b + 20) == 0 and vm.get("raise-count") == n + 4)

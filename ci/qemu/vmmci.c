@@ -653,6 +653,15 @@ static void vmmci_set_irq(VMMCIState *s, int level)
 
 static void vmmci_raise_quiet(VMMCIState *s)
 {
+    /*
+     * vmd asserts the line on every raise, and its i8259 latches a request
+     * on every assert (i8259_assert_irq sets IRR, with no edge detection):
+     * a raise while ISR is still set interrupts again.  QEMU's interrupt
+     * controllers see only changes of the line, so lower it first.
+     */
+    if (s->isr) {
+        vmmci_set_irq(s, 0);
+    }
     s->isr = VMMCI_ISR_CONFIG_CHANGE;
     vmmci_set_irq(s, 1);
     s->raise_count++;
