@@ -19,11 +19,17 @@ On the upstream base only (one build of each kind, for time):
   - every prefix of the series builds (bisectable), with W=1
   - the full series builds with the driver =n, and with virtio_pci as a
     module and no PTP support (where =y must not be selectable)
-  - the KUnit suite passes under tools/testing/kunit/kunit.py (UML)
+  - the KUnit suite passes under tools/testing/kunit/kunit.py on
+    x86_64 (a QEMU guest)
   - drivers/virtio builds W=1 clean with clang (the driver =m and =y)
     and for i386, where the objects call no libgcc 64-bit division
 On the default tree: scripts/deb --small makes a linux-image package
-with the driver.  A backport's builds are of drivers/virtio only.
+with the driver; and in Debian 13's own packaging (scripts/debian-pkg):
+the committed patches/debian/ change is what the script makes of the
+newest linux source package that downloads, it applies, dpkg-source
+applies Debian's patches and ours with no fuzz, the amd64 config the
+package's rules make has the driver =m and olddefconfig keeps it, and
+drivers/virtio/ builds W=1 clean with that config.  A backport's builds are of drivers/virtio only.
 The bases the e2e suite boots (6.12 and 7.3) build in its build
 directory, with its debug config: each tree is built once.
 
@@ -59,6 +65,7 @@ new machine fetches the trees and builds each from scratch.
 """
 
 import argparse
+import difflib
 import glob
 import importlib.machinery
 import importlib.util
@@ -594,6 +601,94 @@ def test_deb(results, base):
                    % base, ok, detail)
 
 
+def load_debian_pkg():
+    spec = importlib.util.spec_from_file_location(
+        'debian_pkg', os.path.join(TOP, 'ci', 'debian_pkg.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_debian_pkg(results, base):
+    """Debian 13's own kernel packaging: its linux source package (the
+    newest that downloads here), the committed change of patches/debian/
+    applied, then the package's own steps (ci/debian_pkg.py)."""
+    dp = load_debian_pkg()
+    # A version without a series is refused, in one line
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, 'debian'))
+        with open(os.path.join(tmp, 'debian', 'changelog'), 'w') as f:
+            f.write('linux (5.10.226-1) bullseye-security; urgency=high\n')
+        status, out = run([os.path.join(TOP, 'scripts', 'debian-pkg'),
+                           'make', tmp])
+    lines = out.strip().splitlines()
+    results.record('scripts/debian-pkg refuses a linux source package of a '
+                   'kernel it has no series for (5.10.226-1), in one line '
+                   'naming the versions it has',
+                   status == 1 and len(lines) == 1 and '5.10' in lines[0] and
+                   all(b in lines[0] for b in
+                       [CONF['UPSTREAM_BASE'], base] + BACKPORT_BASES), out)
+    version, pkg, rep, out = dp.fetch_on_host(base)
+    what = "Debian 13's linux %s source package" % (version or base)
+    if not version:
+        results.record('%s: the newest version that downloads is fetched '
+                       'and unpacked' % what, False,
+                       rep.get('fetch-failed', out[-3000:]))
+        return
+    committed = dp.committed_path(version)
+    made = dp.make(pkg)
+    have = ''
+    if os.path.exists(committed):
+        with open(committed) as f:
+            have = f.read()
+    results.record('%s (the newest that downloads; not: %s): %s is what '
+                   'scripts/debian-pkg makes of %s' %
+                   (what, rep.get('not-downloadable'),
+                    os.path.relpath(committed, TOP), dp.series_dir(version)),
+                   have == made, 'missing or out of date: run scripts/'
+                   'debian-pkg update\n' + ''.join(list(difflib.unified_diff(
+                       have.splitlines(True), made.splitlines(True)))[:40]))
+    patch = os.path.join(dp.DEST, 'change.patch')
+    with open(patch, 'w') as f:
+        f.write(have or made)
+    status, out, rep = dp.in_chroot('check', harness.in_chroot_cache(pkg),
+                                    harness.in_chroot_cache(patch))
+    applies = rep.get('change-applies', '1').split(' ', 1)
+    stack = rep.get('stack-applies', '1 0').split(' ', 2)
+    results.record('%s: the change applies with patch -p1 --fuzz=0, and '
+                   'dpkg-source applies Debian\'s patches and the series\' '
+                   '%d with no fuzz (%s in all)' %
+                   (what, len(dp.series_names(version)), stack[1]),
+                   applies[0] == '0' and stack[0] == '0',
+                   '\n'.join(applies[1:] + stack[2:]) or out[-3000:])
+    config = rep.get('config', '1').split(' ', 1)
+    opts = config[1].split() if len(config) > 1 else []
+    olddef = rep.get('olddefconfig', '1 changed')
+    results.record('%s: the amd64 config its rules make has '
+                   'CONFIG_VIRTIO_VMMCI=m, CONFIG_VIRTIO_PCI_LEGACY=y and '
+                   'CONFIG_PTP_1588_CLOCK_OPTIONAL=y; olddefconfig changes '
+                   'nothing' % what,
+                   config[0] == '0' and olddef == '0 unchanged' and
+                   all(o in opts for o in (
+                       'CONFIG_VIRTIO_VMMCI=m', 'CONFIG_VIRTIO_PCI_LEGACY=y',
+                       'CONFIG_PTP_1588_CLOCK_OPTIONAL=y')),
+                   '%s\nolddefconfig: %s' % (' '.join(opts) or config,
+                                             olddef))
+    build = rep.get('build', '1').split(' ', 1)
+    log = ''
+    if os.path.exists(os.path.join(dp.DEST, 'build.log')):
+        with open(os.path.join(dp.DEST, 'build.log')) as f:
+            log = f.read()
+    bad = warnings_in(log, touched_files(base))
+    alias = build[1] if len(build) > 1 else ''
+    results.record('%s: drivers/virtio/ builds with that config, W=1 clean '
+                   'in the series\' files; virtio_vmmci.ko has the alias '
+                   'udev loads it by' % what,
+                   build[0] == '0' and not bad and
+                   'virtio:d0000FFFFv00000B5D' in alias,
+                   '\n'.join(bad) or 'alias: %r\n%s' % (alias, log[-2000:]))
+
+
 def dkms_stage(name):
     """The DKMS package as scripts/dkms stages it, in a directory of the
     cache called name."""
@@ -838,7 +933,7 @@ def test_kunit(results, base):
 
 def test_kunit_build(results, base):
     """The KUnit test, a module beside the driver, on x86: W=1 and sparse
-    report nothing in the files the series touches (kunit.py's UML build
+    report nothing in the files the series touches (kunit.py's build
     runs neither)."""
     touched = touched_files(base)
     name = ('%s: driver and KUnit test =m: drivers/virtio builds, W=1 and '
@@ -986,6 +1081,7 @@ def test_base(results, base, args, built=None):
         test_bot_builds(results, base)
     if base == CONF['DEFAULT_BASE']:
         test_deb(results, base)
+        test_debian_pkg(results, base)
 
 
 def main():
@@ -1041,7 +1137,7 @@ def run_tests(results, args, bases):
         # Built once here, not by two threads below
         script('build-sparse')
 
-    # The upstream base's many builds (prefixes, variants, UML, clang,
+    # The upstream base's many builds (prefixes, variants, KUnit, clang,
     # i386) leave a core idle while each links: the backports, the DKMS
     # route and the default base's e2e guests are readied beside them,
     # in a lane of their own.  Each tree is used by one thread at a time:
@@ -1087,7 +1183,7 @@ def run_tests(results, args, bases):
 
     # The upstream base's suite starts once its e2e kernels are built,
     # right after its static builds in the same directory, and runs
-    # beside the builds after those (UML, clang, i386)
+    # beside the builds after those (KUnit, clang, i386)
     upstream_ready = threading.Event()
 
     def ready_upstream():
