@@ -56,24 +56,28 @@ class Refused(Exception):
     pass
 
 
-def series_dir(version):
-    """patches/ or patches/BASE/ for a Debian version like 6.12.107-1."""
+def base_of(version):
+    """The series base of a Debian version like 6.12.107-1: 6.12; a base
+    this repository has no series for is refused."""
     base = '.'.join(version.split('.')[:2])
-    dirs = {CONF['UPSTREAM_BASE']: 'patches'}
-    for b in [CONF['DEFAULT_BASE']] + CONF.get('BACKPORT_BASES', '').split():
-        dirs[b] = 'patches/' + b
-    if base not in dirs:
+    bases = sorted([CONF['UPSTREAM_BASE'], CONF['DEFAULT_BASE']] +
+                   CONF.get('BACKPORT_BASES', '').split(),
+                   key=lambda b: [int(x) for x in b.split('.')])
+    if base not in bases:
         raise Refused('linux %s: no series for %s in this repository, which '
                       'has %s' % (version, base, ', '.join(
-                          '%s (%s/)' % (b, d) for b, d in sorted(
-                              dirs.items(), key=lambda kv: [
-                                  int(x) for x in kv[0].split('.')]))))
-    return dirs[base]
+                          '%s (%s/)' % (b, os.path.relpath(
+                              harness.series_dir(b), TOP)) for b in bases)))
+    return base
+
+
+def series_dir(version):
+    """patches/ or patches/BASE/ for a Debian version, from the top."""
+    return os.path.relpath(harness.series_dir(base_of(version)), TOP)
 
 
 def series_names(version):
-    with open(os.path.join(TOP, series_dir(version), 'series')) as f:
-        return [n.strip() for n in f if n.strip()]
+    return [os.path.basename(p) for p in harness.series(base_of(version))]
 
 
 def package_version(srcdir):
@@ -118,8 +122,7 @@ def git(cwd, *args, **kw):
 def make(srcdir):
     """The packaging change for the unpacked package srcdir, as text."""
     version = package_version(srcdir)
-    pdir = os.path.join(TOP, series_dir(version))
-    names = series_names(version)
+    patches = harness.series(base_of(version))
     tmp = tempfile.mkdtemp(prefix='vmmci-debian-pkg-')
     try:
         shutil.copytree(os.path.join(srcdir, 'debian'),
@@ -128,12 +131,12 @@ def make(srcdir):
         git(tmp, 'add', '-A', '-f')
         git(tmp, 'commit', '-q', '-m', 'linux %s' % version)
         os.makedirs(os.path.join(tmp, FEATURE_DIR))
-        for n in names:
-            shutil.copy(os.path.join(pdir, n), os.path.join(tmp, FEATURE_DIR))
+        for p in patches:
+            shutil.copy(p, os.path.join(tmp, FEATURE_DIR))
         with open(os.path.join(tmp, 'debian/patches/series'), 'a') as f:
             f.write('\n# vmd guest support: the vmmci driver\n' + ''.join(
-                '%s/%s\n' % (FEATURE_DIR[len('debian/patches/'):], n)
-                for n in names))
+                '%s/%s\n' % (FEATURE_DIR[len('debian/patches/'):],
+                              os.path.basename(p)) for p in patches))
         path = os.path.join(tmp, AMD64_CONFIG)
         with open(path) as f:
             text = f.read()
@@ -162,7 +165,7 @@ def make(srcdir):
             'under %s/, listed after Debian\'s own in debian/patches/series, '
             'and CONFIG_VIRTIO_VMMCI=m in %s: it depends on VIRTIO, X86 and '
             'PTP_1588_CLOCK_OPTIONAL, which the config has.' % (
-                '.'.join(version.split('.')[:2]), series_dir(version),
+                base_of(version), series_dir(version),
                 FEATURE_DIR, AMD64_CONFIG), 72, break_on_hyphens=False)
         git(tmp, 'commit', '-q', '-F', '-', input=(
             '[x86] Add the vmmci driver for guests of OpenBSD\'s vmd\n\n' +

@@ -83,6 +83,8 @@ sys.path.insert(0, os.path.join(TOP, 'ci', 'e2e'))
 
 import harness                  # noqa: E402
 from harness import Results     # noqa: E402
+sys.path.insert(0, os.path.join(TOP, 'ci'))
+import debian_pkg               # noqa: E402
 
 # scripts/e2e is a script without .py: load it as a module
 _loader = importlib.machinery.SourceFileLoader(
@@ -93,6 +95,8 @@ _loader.exec_module(e2e)
 
 
 CONF = harness.CONF
+series_dir = harness.series_dir
+series = harness.series
 # The first patch that adds CONFIG_VIRTIO_VMMCI
 DRIVER_PATCH = 5
 
@@ -115,18 +119,6 @@ DEBIAN_RELEASES = CONF['DEBIAN_RELEASES'].split()
 def tree_path(base):
     """The git tree of base, as scripts/get-tree keeps it."""
     return script('get-tree', base)[1].strip().splitlines()[-1]
-
-
-def series_dir(base):
-    if base != CONF['UPSTREAM_BASE']:
-        return os.path.join(TOP, 'patches', base)
-    return os.path.join(TOP, 'patches')
-
-
-def series(base):
-    d = series_dir(base)
-    with open(os.path.join(d, 'series')) as f:
-        return [os.path.join(d, line.strip()) for line in f if line.strip()]
 
 
 def patch_files(patch):
@@ -601,19 +593,11 @@ def test_deb(results, base):
                    % base, ok, detail)
 
 
-def load_debian_pkg():
-    spec = importlib.util.spec_from_file_location(
-        'debian_pkg', os.path.join(TOP, 'ci', 'debian_pkg.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_debian_pkg(results, base):
     """Debian 13's own kernel packaging: its linux source package (the
     newest that downloads here), the committed change of patches/debian/
     applied, then the package's own steps (ci/debian_pkg.py)."""
-    dp = load_debian_pkg()
+    dp = debian_pkg
     # A version without a series is refused, in one line
     with tempfile.TemporaryDirectory() as tmp:
         os.makedirs(os.path.join(tmp, 'debian'))

@@ -51,6 +51,22 @@ def conf():
 
 CONF = conf()
 
+
+def series_dir(base):
+    """Where the series for base is: patches/ for the upstream base,
+    patches/BASE/ for the others."""
+    if base == CONF['UPSTREAM_BASE']:
+        return os.path.join(TOP, 'patches')
+    return os.path.join(TOP, 'patches', base)
+
+
+def series(base):
+    """The paths of base's patches, in the order of its series file."""
+    d = series_dir(base)
+    with open(os.path.join(d, 'series')) as f:
+        return [os.path.join(d, line.strip()) for line in f if line.strip()]
+
+
 # Debian gives a regular user no sbin in PATH; e2fsprogs' and kmod's
 # tools (mkfs.ext4, e2fsck, depmod, modinfo) are there
 if '/usr/sbin' not in os.environ.get('PATH', '').split(':'):
