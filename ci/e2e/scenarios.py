@@ -1016,6 +1016,9 @@ class Suite:
             label = '%s: storm %s at 1000/s for 5 s' % (name, storm)
             count = g.clock_sets()
             mark = len(g.console())
+            # 10 ms off, too little for vmd to raise SYNCRTC: the storm's
+            # first one steps, the rest find the clock in step or nearly
+            g.set('host-offset-ns', g.offset_ns + 10 * 1000000)
             g.set('storm', storm)
             t0, replies = time.time(), 0
             while time.time() - t0 < 5:
@@ -1189,6 +1192,8 @@ class Suite:
         # The console measurement below wants a quiet guest: its bound is
         # half the round trip
         g.sh('touch /tmp/soak.stop; sleep 0.5')
+        # 50 ms off, beyond what a step within the sample's bound leaves
+        g.set('host-offset-ns', g.offset_ns + 50 * 1000000)
         summary = ', '.join('%s %d' % kv for kv in sorted(done.items()))
         alive = g.sh('echo alive') == 'alive'
         self.check('%s: guest alive and device ready after %g min of mixed '
@@ -1323,7 +1328,40 @@ class Suite:
             self.check('%s: held within 1 ms for %d s (worst |guest - host| '
                        '+ bound %.3f ms)' % (name, CHRONY_HOLD_S, worst / 1e6),
                        worst < 1000000, '')
+            self.sync_in_step(name, g)
         self.finish(name, g)
+
+    def sync_in_step(self, name, g):
+        """With chrony holding the guest within microseconds of host
+        time, a SYNCRTC finds it within the sample's bound: acked, logged,
+        and the clock not set.  Up to SYNC_IN_STEP_TRIES requests,
+        CHRONY_SETTLE_S apart: chrony may leave the clock outside the bound
+        for one, which then steps, and needs seconds to recover from it."""
+        found = re.compile(r'clock within (-?\d+) ns of host time '
+                           r'\(bound (\d+) ns\), not stepped')
+        tries = []
+        for _ in range(SYNC_IN_STEP_TRIES):
+            count, mark = g.clock_sets(), len(g.console())
+            g.request('syncrtc')
+            acked = self.wait_acked(g, 3)
+            time.sleep(1)
+            within = found.findall(g.console()[mark:])
+            tries.append({'acked': acked, 'within': within,
+                          'stepped': g.steps_logged(mark),
+                          'sets': g.clock_sets() - count})
+            if within:
+                break
+            time.sleep(CHRONY_SETTLE_S)
+        last = tries[-1]
+        ok = (all(t['acked'] for t in tries) and last['within'] and
+              not last['sets'] and not last['stepped'] and
+              all(abs(int(o)) <= int(b) for o, b in last['within']))
+        self.check('%s: a SYNCRTC with chrony in step is acked, logged as '
+                   'within the bound, and does not set the clock (%s after '
+                   '%d requests)' %
+                   (name, ', '.join('%s of %s ns' % w for w in
+                                    last['within']) or 'none within',
+                    len(tries)), ok, str(tries))
 
 
 # chrony in the guest: the vmmci PTP clock as its only source.  makestep
@@ -1333,3 +1371,5 @@ CHRONY_CONF = (r'refclock PHC /dev/PTP poll 0 dpoll -2\n'
                r'driftfile /var/lib/chrony/drift\n')
 CHRONY_CONVERGE_S = 240
 CHRONY_HOLD_S = 60
+CHRONY_SETTLE_S = 10
+SYNC_IN_STEP_TRIES = 5

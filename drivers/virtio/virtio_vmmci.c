@@ -12,6 +12,7 @@
 #include <linux/delay.h>
 #include <linux/device.h>
 #include <linux/irqflags.h>
+#include <linux/math.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/overflow.h>
@@ -221,7 +222,7 @@ static void vmmci_sync_clock(struct vmmci *vi)
 {
 	struct vmmci_sample s;
 	struct timespec64 ts;
-	s64 offset;
+	s64 offset, bound;
 	int err;
 
 	lockdep_assert_held(&vi->lock);
@@ -234,7 +235,16 @@ static void vmmci_sync_clock(struct vmmci *vi)
 	if (vmmci_sample(vi, &s))
 		return;
 
+	/* Within the sample's bound, a step would only add its own error */
 	offset = s.host_ns - s.guest_ns;
+	bound = s.bracket_ns / 2 + NSEC_PER_USEC / 2;
+	if (abs(offset) <= bound) {
+		dev_info_ratelimited(&vi->vdev->dev,
+				     "clock within %lld ns of host time (bound %lld ns), not stepped\n",
+				     offset, bound);
+		return;
+	}
+
 	err = vmmci_step_target(ktime_get_real_ns(), offset, &ts);
 	if (!err)
 		err = vmmci_set_clock(&ts);

@@ -45,6 +45,9 @@ struct vmmci_test_dev {
 	/* Seconds the host clock jumps by between two latching reads */
 	u32 jump_sec;
 	bool latched;
+	/* A host clock that latches guest time plus this, not regs[] */
+	bool live;
+	s64 live_offset_ns;
 	struct vmmci_test_event log[VMMCI_TEST_LOG_SIZE];
 	unsigned int n;
 };
@@ -64,6 +67,24 @@ static void vmmci_test_log(struct vmmci_test_dev *d, enum vmmci_test_op op,
 	d->log[d->n++] = (struct vmmci_test_event){ op, offset, len, value };
 }
 
+static void vmmci_test_set_host_time(struct vmmci_test_dev *d, u64 sec,
+				     u64 usec)
+{
+	d->regs[1] = lower_32_bits(sec);
+	d->regs[2] = upper_32_bits(sec);
+	d->regs[3] = lower_32_bits(usec);
+	d->regs[4] = upper_32_bits(usec);
+}
+
+/* As vmd: the host time at the latching read, in microseconds */
+static void vmmci_test_latch_live(struct vmmci_test_dev *d)
+{
+	struct timespec64 ts;
+
+	ts = ns_to_timespec64(ktime_get_real_ns() + d->live_offset_ns);
+	vmmci_test_set_host_time(d, ts.tv_sec, ts.tv_nsec / NSEC_PER_USEC);
+}
+
 /* As vmd: anything but an aligned dword of a register reads as all ones */
 static void vmmci_test_get(struct virtio_device *vdev, unsigned int offset,
 			   void *buf, unsigned int len)
@@ -72,6 +93,8 @@ static void vmmci_test_get(struct virtio_device *vdev, unsigned int offset,
 	u32 val = U32_MAX;
 
 	if (len == sizeof(u32) && offset == VMMCI_CONFIG_TIME_SEC) {
+		if (d->live)
+			vmmci_test_latch_live(d);
 		if (d->latched)
 			d->regs[1] += d->jump_sec;
 		d->latched = true;
@@ -153,15 +176,6 @@ static void vmmci_test_raise(struct vmmci_test_dev *d, u32 cmd)
 	d->n = 0;
 	d->regs[0] = cmd;
 	vmmci_cmd_work(&d->vi.cmd_work);
-}
-
-static void vmmci_test_set_host_time(struct vmmci_test_dev *d, u64 sec,
-				     u64 usec)
-{
-	d->regs[1] = lower_32_bits(sec);
-	d->regs[2] = upper_32_bits(sec);
-	d->regs[3] = lower_32_bits(usec);
-	d->regs[4] = upper_32_bits(usec);
 }
 
 #define RD(offset)	{ VMMCI_TEST_READ, offset, 4 }
@@ -296,6 +310,29 @@ static void vmmci_test_step_to_host_time(struct kunit *test)
 	}
 }
 
+/*
+ * A host clock the guest is already within a reading's precision of is
+ * not stepped to, as the step would only add its own error; one a
+ * millisecond away is.
+ */
+static void vmmci_test_no_step_within_bound(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+
+	d->live = true;
+	vmmci_test_raise(d, VMMCI_SYNCRTC);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC),
+		   RD(4), RD(8), RD(12), RD(16),	/* first reading */
+		   RD(4), RD(8), RD(12), RD(16));	/* second reading */
+
+	d->live_offset_ns = NSEC_PER_MSEC;
+	vmmci_test_raise(d, VMMCI_SYNCRTC);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC),
+		   RD(4), RD(8), RD(12), RD(16),
+		   RD(4), RD(8), RD(12), RD(16),
+		   DID_STEP);
+}
+
 /* Once stopping, SYNCRTC is acked (vmd waits for it) but the clock kept */
 static void vmmci_test_no_step_while_stopping(struct kunit *test)
 {
@@ -368,6 +405,7 @@ static struct kunit_case vmmci_test_cases[] = {
 	KUNIT_CASE(vmmci_test_stop_once),
 	KUNIT_CASE(vmmci_test_sync_acked_first),
 	KUNIT_CASE(vmmci_test_step_to_host_time),
+	KUNIT_CASE(vmmci_test_no_step_within_bound),
 	KUNIT_CASE(vmmci_test_no_step_while_stopping),
 	KUNIT_CASE(vmmci_test_unknown_not_acked),
 	KUNIT_CASE(vmmci_test_invalid_time_no_step),
