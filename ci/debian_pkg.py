@@ -14,8 +14,14 @@ make SRCDIR     The change to the unpacked `linux` source package SRCDIR
                 entry, as one patch for `git am` or `patch -p1` in the
                 package's top directory.  A version with no series here
                 is refused with one line.
-fetch DIR BASE  (in a Debian 13 chroot) the newest `linux` source of BASE
-                (e.g. 6.12) that downloads, unpacked into DIR/linux-VERSION
+fetch DIR BASE [--exact VERSION | --newer-than VERSION]
+                (in a Debian 13 chroot) the newest `linux` source of BASE
+                (e.g. 6.12) that downloads, or exactly VERSION, or the
+                newest newer than VERSION ("@@ none-newer" if none
+                downloads), unpacked into DIR/linux-VERSION
+apply PKGDIR PATCH
+                (in the chroot) apply PATCH to PKGDIR with patch -p1
+                --fuzz=0
 check PKGDIR PATCH
                 (in the chroot) apply PATCH to PKGDIR, then Debian's patch
                 stack with the package's own dpkg-source (no fuzz), make
@@ -187,9 +193,15 @@ def report(key, value):
     print('@@ %s %s' % (key, value.replace('\n', '\\n')), flush=True)
 
 
-def fetch(dest, base):
-    """In the chroot: deb-src for its release, then the newest linux
-    source of base that downloads (an archive may serve only some)."""
+def version_key(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r'[.~+-]', v)]
+
+
+def fetch(dest, base, exact=None, newer_than=None):
+    """In the chroot: deb-src for its release, then the linux source of
+    base that is version exact, or else the newest that downloads (an
+    archive may serve only some), of those newer than newer_than if
+    given; unpacked into dest/linux-VERSION."""
     release = sh('. /etc/os-release; echo $VERSION_CODENAME')[1].strip()
     with open('/etc/apt/sources.list.d/vmmci-deb-src.sources', 'w') as f:
         f.write('Types: deb-src\nURIs: http://deb.debian.org/debian\n'
@@ -202,11 +214,14 @@ def fetch(dest, base):
         report('fetch-failed', out[-2000:])
         return 1
     out = sh('apt-cache showsrc linux')[1]
-    versions = sorted(set(re.findall(r'^Version: (%s\.\S+)$' %
-                                     re.escape(base), out, re.M)),
-                      key=lambda v: [int(x) if x.isdigit() else x
-                                     for x in re.split(r'[.~+-]', v)],
-                      reverse=True)
+    listed = sorted(set(re.findall(r'^Version: (%s\.\S+)$' %
+                                   re.escape(base), out, re.M)),
+                    key=version_key, reverse=True)
+    if exact:
+        versions = [exact]
+    else:
+        versions = [v for v in listed if not newer_than or
+                    version_key(v) > version_key(newer_than)]
     os.makedirs(dest, exist_ok=True)
     tried = []
     for v in versions:
@@ -214,10 +229,19 @@ def fetch(dest, base):
                          cwd=dest)
         if status == 0:
             break
-        tried.append('%s (%s)' % (v, '404' if '404' in out else 'failed'))
+        tried.append('%s (%s)' % (v, '404' if '404' in out else
+                                  'failed' if v in listed else 'not listed'))
     else:
-        report('fetch-failed', 'no linux %s source downloads: %s' %
-               (base, ', '.join(tried) or 'none listed'))
+        if exact:
+            report('not-served', '%s; deb.debian.org\'s debian and '
+                   'debian-security list %s' % (
+                       ', '.join(tried), ', '.join(listed) or 'none'))
+        elif newer_than:
+            report('none-newer', ', '.join(tried) or 'none listed')
+            return 0
+        else:
+            report('fetch-failed', 'no linux %s source downloads: %s' %
+                   (base, ', '.join(tried) or 'none listed'))
         return 1
     pkg = os.path.join(dest, 'linux-' + v)
     shutil.rmtree(pkg, ignore_errors=True)
@@ -231,12 +255,18 @@ def fetch(dest, base):
     return 0
 
 
-def check(pkg, patch):
-    """In the chroot: the change and the package's own steps."""
+def apply_change(pkg, patch):
+    """In the chroot: PATCH applied to the package's top directory, with
+    no fuzz; its status."""
     status, out = sh('patch -p1 --fuzz=0 --no-backup-if-mismatch < %s'
                      % patch, cwd=pkg)
     report('change-applies', '%d %s' % (status, out[-1500:]))
-    if status:
+    return status
+
+
+def check(pkg, patch):
+    """In the chroot: the change and the package's own steps."""
+    if apply_change(pkg, patch):
         return 1
     status, out = sh('dpkg-source --before-build .', cwd=pkg)
     applied = sh('cat .pc/applied-patches', cwd=pkg)[1].split()
@@ -303,10 +333,14 @@ def in_chroot(*cmd):
     return res.returncode, res.stdout, reports
 
 
-def fetch_on_host(base):
-    """(version, host path of the unpacked package, reports, output), or
-    (None, None, reports, output) if nothing downloads."""
-    status, out, rep_ = in_chroot('fetch', harness.in_chroot_cache(DEST), base)
+def fetch_on_host(base, exact=None, newer_than=None):
+    """fetch in the chroot: (version, host path of the unpacked package,
+    reports, output), or (None, None, reports, output) if nothing
+    downloads."""
+    opts = ['--exact', exact] if exact else \
+        ['--newer-than', newer_than] if newer_than else []
+    status, out, rep_ = in_chroot('fetch', harness.in_chroot_cache(DEST),
+                                  base, *opts)
     if status or 'fetched' not in rep_:
         return None, None, rep_, out
     version = rep_['fetched'].split()[0]
@@ -315,6 +349,20 @@ def fetch_on_host(base):
 
 def committed_path(version):
     return os.path.join(COMMITTED, 'linux-%s-vmmci.patch' % version)
+
+
+def committed_version():
+    """The version of the package the committed change is for, from its
+    name in patches/debian/; refused unless there is exactly one."""
+    names = sorted(os.listdir(COMMITTED)) if os.path.isdir(COMMITTED) else []
+    versions = [m.group(1) for m in (
+        re.match(r'^linux-(\S+)-vmmci\.patch$', n) for n in names) if m]
+    if len(versions) != 1 or len(names) != 1:
+        raise Refused('%s holds %s, not one linux-VERSION-vmmci.patch: run '
+                      'scripts/debian-pkg update' % (
+                          os.path.relpath(COMMITTED, TOP),
+                          ', '.join(names) or 'nothing'))
+    return versions[0]
 
 
 def update():
@@ -341,8 +389,13 @@ def main(argv):
             print('debian-pkg: refused: %s' % e, file=sys.stderr)
             return 1
         return 0
-    if len(argv) == 3 and argv[0] == 'fetch':
-        return fetch(argv[1], argv[2])
+    if len(argv) in (3, 5) and argv[0] == 'fetch' and (
+            len(argv) == 3 or argv[3] in ('--exact', '--newer-than')):
+        opt = {'--exact': 'exact', '--newer-than': 'newer_than'}
+        return fetch(argv[1], argv[2], **(
+            {opt[argv[3]]: argv[4]} if len(argv) == 5 else {}))
+    if len(argv) == 3 and argv[0] == 'apply':
+        return 1 if apply_change(argv[1], argv[2]) else 0
     if len(argv) == 3 and argv[0] == 'check':
         return check(argv[1], argv[2])
     print(__doc__, file=sys.stderr)

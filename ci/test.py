@@ -26,10 +26,14 @@ On the upstream base only (one build of each kind, for time):
 On the default tree: scripts/deb --small makes a linux-image package
 with the driver; and in Debian 13's own packaging (scripts/debian-pkg):
 the committed patches/debian/ change is what the script makes of the
-newest linux source package that downloads, it applies, dpkg-source
-applies Debian's patches and ours with no fuzz, the amd64 config the
-package's rules make has the driver =m and olddefconfig keeps it, and
-drivers/virtio/ builds W=1 clean with that config.  A backport's builds are of drivers/virtio only.
+linux source package of the version it names (that version is fetched,
+not the newest: a newer package on the mirror changes no result), it
+applies, dpkg-source applies Debian's patches and ours with no fuzz,
+the amd64 config the package's rules make has the driver =m and
+olddefconfig keeps it, and drivers/virtio/ builds W=1 clean with that
+config; when the mirror serves a newer linux package of 6.12, the
+committed change applies to it with patch --fuzz=0.  A backport's
+builds are of drivers/virtio only.
 The bases the e2e suite boots (6.12 and 7.3) build in its build
 directory, with its debug config: each tree is built once.
 
@@ -76,6 +80,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -594,9 +599,10 @@ def test_deb(results, base):
 
 
 def test_debian_pkg(results, base):
-    """Debian 13's own kernel packaging: its linux source package (the
-    newest that downloads here), the committed change of patches/debian/
-    applied, then the package's own steps (ci/debian_pkg.py)."""
+    """Debian 13's own kernel packaging: its linux source package of the
+    version the committed change of patches/debian/ names, that change
+    applied, then the package's own steps (ci/debian_pkg.py); and the
+    change applied to the newest version that downloads, if newer."""
     dp = debian_pkg
     # A version without a series is refused, in one line
     with tempfile.TemporaryDirectory() as tmp:
@@ -612,29 +618,37 @@ def test_debian_pkg(results, base):
                    status == 1 and len(lines) == 1 and '5.10' in lines[0] and
                    all(b in lines[0] for b in
                        [CONF['UPSTREAM_BASE'], base] + BACKPORT_BASES), out)
-    version, pkg, rep, out = dp.fetch_on_host(base)
-    what = "Debian 13's linux %s source package" % (version or base)
+    try:
+        want = dp.committed_version()
+    except dp.Refused as e:
+        results.record("Debian 13's linux source package: the version of "
+                       'the committed change is known', False, str(e))
+        return
+    committed = dp.committed_path(want)
+    what = "Debian 13's linux %s source package" % want
+    version, pkg, rep, out = dp.fetch_on_host(base, exact=want)
+    if 'not-served' in rep:
+        results.record('%s: the committed version (of %s) can no longer be '
+                       'fetched: run scripts/debian-pkg update' %
+                       (what, os.path.relpath(committed, TOP)), False,
+                       rep['not-served'])
+        return
     if not version:
-        results.record('%s: the newest version that downloads is fetched '
-                       'and unpacked' % what, False,
+        results.record('%s is fetched and unpacked' % what, False,
                        rep.get('fetch-failed', out[-3000:]))
         return
-    committed = dp.committed_path(version)
     made = dp.make(pkg)
-    have = ''
-    if os.path.exists(committed):
-        with open(committed) as f:
-            have = f.read()
-    results.record('%s (the newest that downloads; not: %s): %s is what '
-                   'scripts/debian-pkg makes of %s' %
-                   (what, rep.get('not-downloadable'),
-                    os.path.relpath(committed, TOP), dp.series_dir(version)),
-                   have == made, 'missing or out of date: run scripts/'
-                   'debian-pkg update\n' + ''.join(list(difflib.unified_diff(
+    with open(committed) as f:
+        have = f.read()
+    results.record('%s: %s is what scripts/debian-pkg makes of %s' %
+                   (what, os.path.relpath(committed, TOP),
+                    dp.series_dir(version)),
+                   have == made, 'out of date: run scripts/debian-pkg update'
+                   '\n' + ''.join(list(difflib.unified_diff(
                        have.splitlines(True), made.splitlines(True)))[:40]))
     patch = os.path.join(dp.DEST, 'change.patch')
     with open(patch, 'w') as f:
-        f.write(have or made)
+        f.write(have)
     status, out, rep = dp.in_chroot('check', harness.in_chroot_cache(pkg),
                                     harness.in_chroot_cache(patch))
     applies = rep.get('change-applies', '1').split(' ', 1)
@@ -671,6 +685,30 @@ def test_debian_pkg(results, base):
                    build[0] == '0' and not bad and
                    'virtio:d0000FFFFv00000B5D' in alias,
                    '\n'.join(bad) or 'alias: %r\n%s' % (alias, log[-2000:]))
+    # The day the archive serves a newer package, whether the committed
+    # change still applies to it (scripts/debian-pkg update makes a new one)
+    newest, npkg, rep, out = dp.fetch_on_host(base, newer_than=want)
+    if 'none-newer' in rep:
+        with results.lock:
+            print('SKIP the newest Debian 13 linux source that downloads is '
+                  'the committed version, %s (newer, not downloadable: %s): '
+                  'no newer one to apply the change to  [%.1f min]' % (
+                      want, rep['none-newer'],
+                      (time.time() - results.start) / 60), flush=True)
+        return
+    if not newest:
+        results.record("the newest Debian 13 linux source newer than %s that "
+                       'downloads is fetched and unpacked' % want, False,
+                       rep.get('fetch-failed', out[-3000:]))
+        return
+    what = 'the committed change (%s) applies to the newest Debian 13 ' \
+        'linux source (%s) with patch --fuzz=0' % (want, newest)
+    status, out, rep = dp.in_chroot('apply', harness.in_chroot_cache(npkg),
+                                    harness.in_chroot_cache(patch))
+    applies = rep.get('change-applies', '1').split(' ', 1)
+    results.record(what, applies[0] == '0', '\n'.join(applies[1:]) or
+                   out[-3000:])
+    subprocess.run(['rm', '-rf', npkg])
 
 
 def dkms_stage(name):
