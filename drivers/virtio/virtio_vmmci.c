@@ -343,7 +343,8 @@ static void vmmci_config_changed(struct virtio_device *vdev)
 }
 
 /* Once every device is shut down: vmd ends the VM 3 s after SHUTDOWN */
-static int vmmci_power_off_prepare(struct sys_off_data *data)
+VISIBLE_IF_KUNIT
+int vmmci_power_off_prepare(struct sys_off_data *data)
 {
 	struct vmmci *vi = data->cb_data;
 
@@ -351,6 +352,9 @@ static int vmmci_power_off_prepare(struct sys_off_data *data)
 		virtio_cwrite32(vi->vdev, VMMCI_CONFIG_COMMAND, VMMCI_SHUTDOWN);
 	return NOTIFY_DONE;
 }
+// @series-if kunit
+EXPORT_SYMBOL_IF_KUNIT(vmmci_power_off_prepare);
+// @series-endif
 
 /*
  * Registered so that the kernel powers off, running the above, rather
@@ -369,9 +373,9 @@ static int vmmci_power_off(struct sys_off_data *data)
 	return NOTIFY_DONE;
 }
 
-static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
-			      struct timespec64 *ts,
-			      struct ptp_system_timestamp *sts)
+VISIBLE_IF_KUNIT
+int vmmci_ptp_gettimex(struct ptp_clock_info *info, struct timespec64 *ts,
+		       struct ptp_system_timestamp *sts)
 {
 	struct vmmci *vi = container_of(info, struct vmmci, ptp_info);
 	struct vmmci_reading r;
@@ -386,6 +390,9 @@ static int vmmci_ptp_gettimex(struct ptp_clock_info *info,
 	*ts = ns_to_timespec64(r.host_ns);
 	return 0;
 }
+// @series-if kunit
+EXPORT_SYMBOL_IF_KUNIT(vmmci_ptp_gettimex);
+// @series-endif
 
 static int vmmci_ptp_settime(struct ptp_clock_info *info,
 			     const struct timespec64 *ts)
@@ -459,7 +466,8 @@ static struct attribute *vmmci_attrs[] = {
 ATTRIBUTE_GROUPS(vmmci);
 
 /* The interrupt comes with the queues, even when there are none */
-static int vmmci_start(struct vmmci *vi)
+VISIBLE_IF_KUNIT
+int vmmci_start(struct vmmci *vi)
 {
 	int err;
 
@@ -476,6 +484,9 @@ static int vmmci_start(struct vmmci *vi)
 	schedule_work(&vi->cmd_work);
 	return 0;
 }
+// @series-if kunit
+EXPORT_SYMBOL_IF_KUNIT(vmmci_start);
+// @series-endif
 
 static void vmmci_quiesce(struct vmmci *vi)
 {

@@ -56,9 +56,14 @@ struct vmmci {
 // @series-if kunit
 
 #if IS_ENABLED(CONFIG_KUNIT)
+struct sys_off_data;
 struct timespec64;
 
 void vmmci_cmd_work(struct work_struct *work);
+int vmmci_power_off_prepare(struct sys_off_data *data);
+int vmmci_ptp_gettimex(struct ptp_clock_info *info, struct timespec64 *ts,
+		       struct ptp_system_timestamp *sts);
+int vmmci_start(struct vmmci *vi);
 void vmmci_stop(struct vmmci *vi, u32 cmd);
 int vmmci_set_clock(const struct timespec64 *ts);
 #endif

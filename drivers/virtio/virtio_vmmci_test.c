@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * KUnit tests for the vmmci driver: what it reads from and writes to the
- * device for each value of COMMAND, and what it then does.
+ * device for each value of COMMAND, and what it then does; at start, at
+ * power-off and for the PTP clock.
  *
  * The device is a fake virtio device whose config ops log every access;
  * the stop and the clock step are replaced by static stubs that log what
@@ -12,6 +13,9 @@
 #include <kunit/test.h>
 #include <kunit/test-bug.h>
 #include <linux/module.h>
+#include <linux/ptp_clock_kernel.h>
+#include <linux/reboot.h>
+#include <linux/sched.h>
 #include <linux/string.h>
 #include <linux/time64.h>
 #include <linux/timekeeping.h>
@@ -36,11 +40,13 @@ struct vmmci_test_event {
 	unsigned int offset;
 	unsigned int len;
 	u64 value;
+	s64 ns;			/* guest CLOCK_REALTIME, when logged */
 };
 
 struct vmmci_test_dev {
 	struct virtio_device vdev;
 	struct vmmci vi;
+	u8 status;
 	u32 regs[VMMCI_TEST_REGS];
 	/* Seconds the host clock jumps by between two latching reads */
 	u32 jump_sec;
@@ -48,6 +54,8 @@ struct vmmci_test_dev {
 	/* A host clock that latches guest time plus this, not regs[] */
 	bool live;
 	s64 live_offset_ns;
+	/* The driver queued its work item */
+	bool queued;
 	struct vmmci_test_event log[VMMCI_TEST_LOG_SIZE];
 	unsigned int n;
 };
@@ -64,7 +72,8 @@ static void vmmci_test_log(struct vmmci_test_dev *d, enum vmmci_test_op op,
 		kunit_fail_current_test("more than %u events", d->n);
 		return;
 	}
-	d->log[d->n++] = (struct vmmci_test_event){ op, offset, len, value };
+	d->log[d->n++] = (struct vmmci_test_event){ op, offset, len, value,
+						    ktime_get_real_ns() };
 }
 
 static void vmmci_test_set_host_time(struct vmmci_test_dev *d, u64 sec,
@@ -116,9 +125,31 @@ static void vmmci_test_set(struct virtio_device *vdev, unsigned int offset,
 	vmmci_test_log(to_test_dev(vdev), VMMCI_TEST_WRITE, offset, len, val);
 }
 
+static u8 vmmci_test_get_status(struct virtio_device *vdev)
+{
+	return to_test_dev(vdev)->status;
+}
+
+static void vmmci_test_set_status(struct virtio_device *vdev, u8 status)
+{
+	to_test_dev(vdev)->status = status;
+}
+
+/* vmmci has no queues */
+static int vmmci_test_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
+			       struct virtqueue *vqs[],
+			       struct virtqueue_info vqs_info[],
+			       struct irq_affinity *desc)
+{
+	return nvqs ? -EINVAL : 0;
+}
+
 static const struct virtio_config_ops vmmci_test_config_ops = {
 	.get = vmmci_test_get,
 	.set = vmmci_test_set,
+	.get_status = vmmci_test_get_status,
+	.set_status = vmmci_test_set_status,
+	.find_vqs = vmmci_test_find_vqs,
 };
 
 /* virtio_has_feature() checks the bit against the driver's table */
@@ -147,6 +178,15 @@ static int vmmci_test_set_clock(const struct timespec64 *ts)
 	return 0;
 }
 
+/*
+ * The stubs act in the test's task only: the work item notes that it
+ * was queued, and the test runs the driver's handler itself.
+ */
+static void vmmci_test_queued(struct work_struct *work)
+{
+	container_of(work, struct vmmci_test_dev, vi.cmd_work)->queued = true;
+}
+
 static int vmmci_test_init(struct kunit *test)
 {
 	struct vmmci_test_dev *d;
@@ -167,6 +207,7 @@ static int vmmci_test_init(struct kunit *test)
 
 	kunit_activate_static_stub(test, vmmci_stop, vmmci_test_stop);
 	kunit_activate_static_stub(test, vmmci_set_clock, vmmci_test_set_clock);
+	INIT_WORK(&d->vi.cmd_work, vmmci_test_queued);
 	return 0;
 }
 
@@ -344,6 +385,22 @@ static void vmmci_test_no_step_while_stopping(struct kunit *test)
 	EXPECT_LOG(test, RD(0), WR(0, VMMCI_SYNCRTC));
 }
 
+/* A stop the host asked for before the driver started is not lost */
+static void vmmci_test_cmd_pending_at_start(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+
+	d->vi.ready = false;
+	d->regs[0] = VMMCI_REBOOT;
+	KUNIT_ASSERT_EQ(test, vmmci_start(&d->vi), 0);
+	flush_work(&d->vi.cmd_work);
+	KUNIT_EXPECT_TRUE(test, d->queued);
+	KUNIT_EXPECT_TRUE(test, d->status & VIRTIO_CONFIG_S_DRIVER_OK);
+
+	vmmci_cmd_work(&d->vi.cmd_work);
+	EXPECT_LOG(test, RD(0), WR(0, VMMCI_REBOOT), DID_STOP(VMMCI_REBOOT));
+}
+
 /* Nothing is acked, read or done for a value the driver does not know */
 static void vmmci_test_unknown_not_acked(struct kunit *test)
 {
@@ -400,6 +457,60 @@ static void vmmci_test_inconsistent_time_no_step(struct kunit *test)
 		   RD(4), RD(8), RD(12), RD(16));	/* second reading */
 }
 
+/* vmd ends the VM 3 s after SHUTDOWN, if it acks commands at all */
+static void vmmci_test_power_off_notice(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+	struct sys_off_data data = { .cb_data = &d->vi };
+
+	KUNIT_EXPECT_EQ(test, vmmci_power_off_prepare(&data), NOTIFY_DONE);
+	EXPECT_LOG(test, WR(0, VMMCI_SHUTDOWN));
+
+	d->n = 0;
+	d->vdev.features &= ~BIT_ULL(VMMCI_F_ACK);
+	KUNIT_EXPECT_EQ(test, vmmci_power_off_prepare(&data), NOTIFY_DONE);
+	KUNIT_EXPECT_EQ(test, d->n, 0);
+}
+
+/* The guest times the driver takes around the latching read */
+static void vmmci_test_sts_init(struct ptp_system_timestamp *sts)
+{
+	*sts = (struct ptp_system_timestamp){ .clockid = CLOCK_REALTIME };
+}
+
+static void vmmci_test_sts_ns(const struct ptp_system_timestamp *sts,
+			      s64 *pre, s64 *post)
+{
+	*pre = ktime_to_ns(sts->pre_sts.systime);
+	*post = ktime_to_ns(sts->post_sts.systime);
+}
+
+/*
+ * The PTP clock's system timestamps bracket the latching read and no
+ * other, and its time is the middle of the host's microsecond.
+ */
+static void vmmci_test_ptp_bracket(struct kunit *test)
+{
+	struct vmmci_test_dev *d = test->priv;
+	struct ptp_system_timestamp sts;
+	struct timespec64 ts;
+	s64 pre, post;
+
+	vmmci_test_set_host_time(d, 1700000000, 123456);
+	vmmci_test_sts_init(&sts);
+	KUNIT_ASSERT_EQ(test, vmmci_ptp_gettimex(&d->vi.ptp_info, &ts, &sts),
+			0);
+	EXPECT_LOG(test, RD(4), RD(8), RD(12), RD(16));
+	KUNIT_ASSERT_EQ(test, d->n, 4);
+
+	vmmci_test_sts_ns(&sts, &pre, &post);
+	KUNIT_EXPECT_LE(test, pre, d->log[0].ns);
+	KUNIT_EXPECT_LE(test, d->log[0].ns, post);
+	KUNIT_EXPECT_LE(test, post, d->log[1].ns);
+	KUNIT_EXPECT_EQ(test, timespec64_to_ns(&ts),
+			1700000000LL * NSEC_PER_SEC + 123456500);
+}
+
 static struct kunit_case vmmci_test_cases[] = {
 	KUNIT_CASE(vmmci_test_stop_acked_first),
 	KUNIT_CASE(vmmci_test_stop_once),
@@ -407,9 +518,12 @@ static struct kunit_case vmmci_test_cases[] = {
 	KUNIT_CASE(vmmci_test_step_to_host_time),
 	KUNIT_CASE(vmmci_test_no_step_within_bound),
 	KUNIT_CASE(vmmci_test_no_step_while_stopping),
+	KUNIT_CASE(vmmci_test_cmd_pending_at_start),
 	KUNIT_CASE(vmmci_test_unknown_not_acked),
 	KUNIT_CASE(vmmci_test_invalid_time_no_step),
 	KUNIT_CASE(vmmci_test_inconsistent_time_no_step),
+	KUNIT_CASE(vmmci_test_power_off_notice),
+	KUNIT_CASE(vmmci_test_ptp_bracket),
 	{}
 };
 
