@@ -80,7 +80,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -689,12 +688,10 @@ def test_debian_pkg(results, base):
     # change still applies to it (scripts/debian-pkg update makes a new one)
     newest, npkg, rep, out = dp.fetch_on_host(base, newer_than=want)
     if 'none-newer' in rep:
-        with results.lock:
-            print('SKIP the newest Debian 13 linux source that downloads is '
-                  'the committed version, %s (newer, not downloadable: %s): '
-                  'no newer one to apply the change to  [%.1f min]' % (
-                      want, rep['none-newer'],
-                      (time.time() - results.start) / 60), flush=True)
+        results.skip('the newest Debian 13 linux source that downloads is '
+                     'the committed version, %s (newer, not downloadable: '
+                     '%s): no newer one to apply the change to' %
+                     (want, rep['none-newer']))
         return
     if not newest:
         results.record("the newest Debian 13 linux source newer than %s that "

@@ -95,17 +95,25 @@ class Results:
         # scripts/test runs suites in threads: a result's lines stay together
         self.lock = threading.Lock()
 
+    def _line(self, word, name):
+        print('%s %s  [%.1f min]' % (word, name,
+                                     (time.time() - self.start) / 60),
+              flush=True)
+
     def record(self, name, ok, detail=''):
-        mins = (time.time() - self.start) / 60
         with self.lock:
-            print('%s %s  [%.1f min]' % ('PASS' if ok else 'FAIL', name,
-                                         mins), flush=True)
+            self._line('PASS' if ok else 'FAIL', name)
             if ok:
                 self.passed += 1
             else:
                 self.failed.append(name)
                 for line in str(detail).rstrip().splitlines()[-30:]:
                     print('    ' + line, flush=True)
+
+    def skip(self, name):
+        """A check that had nothing to run on: a line, not a result."""
+        with self.lock:
+            self._line('SKIP', name)
 
     def summary(self):
         if self.failed:
